@@ -1,0 +1,1 @@
+"""Step engines behind one interface: `y, state_out = step(x, state)`."""

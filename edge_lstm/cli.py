@@ -1,0 +1,47 @@
+"""The `edge-lstm` command line: one click group; each subcommand lives in edge_lstm.commands.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (bad file, bad option, bad bundle).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edge_lstm import __version__
+from edge_lstm.errors import EdgeLstmError
+
+
+class _Group(click.Group):
+    """Turns edge-lstm's own errors into one clear line on stderr and the right exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeLstmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-lstm")
+def main() -> None:
+    """edge-lstm: LSTM/GRU forecasters stepped one sample at a time, on small devices.
+
+    \b
+    Workstation:  edge-lstm export model.keras --out bundles/airline --fit-scaler train.csv
+    Device:       edge-lstm run --config configs/pi-mqtt.toml
+    Anywhere:     edge-lstm subscribe --broker localhost 'edge/+/pred/#'
+    """
+
+
+def _register() -> None:
+    from edge_lstm.commands.export import export
+    from edge_lstm.commands.inspect import inspect
+
+    for command in (export, inspect):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""The `edge-lstm` subcommands, one module each."""

@@ -1,0 +1,68 @@
+"""`edge-lstm export`: the workstation side, imported only when the command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edge_lstm.errors import ConfigError
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--name", help="Model name in the manifest and in every prediction (default: the file's stem).")
+@click.option("--scaler", "scaler_specs", multiple=True, metavar="SPEC",
+              help="minmax:MIN,MAX or standard:MEAN,STD, once per feature (or once for all), or a scaler .json file.")
+@click.option("--target-scaler", "target_scaler_specs", multiple=True, metavar="SPEC",
+              help="Same for the targets, when they are not the features.")
+@click.option("--fit-scaler", type=click.Path(path_type=Path), metavar="CSV",
+              help="Fit a MinMaxScaler on this CSV's numeric columns (the classic recipe); also used for parity.")
+@click.option("--data", type=click.Path(path_type=Path), metavar="CSV", help="Held-out series for the parity check.")
+@click.option("--feature-names", help="Comma-separated feature names (default: the CSV header, else x0,x1,...).")
+@click.option("--target-names", help="Comma-separated target names (default: the feature names).")
+@click.option("--torch-factory", metavar="FILE.py:FUNC", help="PyTorch: code that builds the module a state_dict file fits.")
+@click.option("--features", type=int, help="PyTorch: input feature count, as a cross-check.")
+@click.option("--window", type=int, help="Samples per training window, when the model does not record it (PyTorch).")
+@click.option("--cell", type=click.Choice(["matmul", "op"]), default="matmul", show_default=True,
+              help="ONNX form of the recurrent cell (matmul measured faster; see README).")
+@click.option("--baseline-windows", default="", metavar="W,W", help="Also write whole-window ONNX models for `bench` (e.g. 12,48,96).")
+def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_scaler, data, feature_names,
+           target_names, torch_factory, features, window, cell, baseline_windows) -> None:
+    """Turn a trained Keras or PyTorch model into a bundle, and prove it matches.
+
+    \b
+    Accepted models:
+      model.keras / model.h5           Keras 3 archive or legacy HDF5 (no TensorFlow needed)
+      model.pt                         TorchScript (torch.jit.script / trace + save); add --window
+      weights.pt --torch-factory f.py:build   a state_dict plus the code that builds the module
+
+    \b
+    Example (the classic airline recipe, scaled with a MinMaxScaler fitted on the series):
+      edge-lstm export airline.keras --out bundles/airline --fit-scaler airline-passengers.csv
+    """
+    try:
+        from edge_lstm_export.exporter import export_model
+    except ImportError as exc:
+        raise ConfigError(
+            f"export needs the workstation tools ({exc.name} is missing): pip install 'edge-lstm[export]'"
+        ) from None
+    windows = tuple(int(w) for w in baseline_windows.split(",") if w.strip())
+    result = export_model(
+        model, out, name=name, scaler_specs=scaler_specs, target_scaler_specs=target_scaler_specs,
+        fit_scaler=fit_scaler, data=data, feature_names=_names(feature_names), target_names=_names(target_names),
+        torch_factory=torch_factory, features=features, window=window, cell=cell, baseline_windows=windows,
+    )
+    click.echo(f"wrote {result.bundle}")
+    click.echo(f"{'variant':18} {'compared with':18} {'windows':>7} {'max abs':>10} {'rmse':>10} {'p50 step':>9}")
+    for p in result.parity:
+        lat = result.latency_us.get(p.variant)
+        click.echo(f"{p.variant:18} {p.reference:18} {p.windows:7d} {p.max_abs:10.2e} {p.rmse:10.2e} "
+                   f"{(f'{lat:.1f} us' if lat else '-'):>9}")
+    for note in result.notes:
+        click.echo(f"note: {note}")

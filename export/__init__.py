@@ -1,0 +1,1 @@
+"""Workstation-side toolchain: trained Keras/PyTorch models become edge-lstm bundles."""

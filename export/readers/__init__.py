@@ -1,0 +1,1 @@
+"""Readers: one per source framework, each returning a framework-neutral `Stack`."""
