@@ -37,10 +37,11 @@ def main() -> None:
 
 
 def _register() -> None:
+    from edge_lstm.commands.bench import bench
     from edge_lstm.commands.export import export
     from edge_lstm.commands.inspect import inspect
 
-    for command in (export, inspect):
+    for command in (export, inspect, bench):
         main.add_command(command)
 
 
