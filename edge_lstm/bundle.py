@@ -19,7 +19,7 @@ from edge_lstm.errors import BundleError
 FORMAT = "edge-lstm-bundle"
 FORMAT_VERSION = 1
 #: Preference when no precision is asked for: the most accurate first.
-PRECISION_ORDER = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8")
+PRECISION_ORDER = ("fp32", "fp16", "int16x8", "int8-dynamic", "int8-static")
 _REQUIRED = ("format", "format_version", "features", "targets", "window", "state", "io", "variants")
 
 

@@ -3,7 +3,7 @@
 The graph is built from the weights with the `onnx` package (no TensorFlow, no torch.onnx:
 its dynamo exporter breaks on recurrent layers). Two ways to write a recurrent cell:
 
-- `cell="matmul"` (the default): the gates as one fused MatMul per input plus element-wise
+- `cell="matmul"` (the default): the gates as one MatMul per input plus element-wise
   ops. Every LSTM and GRU quantizes (MatMul -> MatMulInteger), and at batch sizes of 12 and
   up (exact mode steps W rows per sample) it is as fast or faster than the ONNX ops.
 - `cell="op"`: ONNX's own LSTM/GRU operators with a sequence of one. Fewer nodes; kept for
@@ -94,8 +94,10 @@ def _lstm_matmul(g: _Graph, layer: Recurrent, inp: str, h: str, c: str, k: int) 
     u = layer.units
     # Reorder gates (i, f, g, o) -> (i, f, o, g): one recurrent activation over the first 3u.
     order = np.r_[0:u, u : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]
-    fused = np.concatenate([layer.kernel, layer.recurrent_kernel], axis=0)[:, order]
-    z = g.affine(g.op("Concat", [inp, h], axis=1), fused, layer.bias[order], f"lstm{k}")
+    # x and h get a MatMul each: quantization gives each MatMul input one scale, and a sensor
+    # value in raw units beside h in [-1, 1] would round h to nothing (+600 % int8 RMSE).
+    zx = g.op("MatMul", [inp, g.const(f"lstm{k}_wx", layer.kernel[:, order])])
+    z = g.op("Add", [zx, g.affine(h, layer.recurrent_kernel[:, order], layer.bias[order], f"lstm{k}")])
     ifo, cand = g.split(z, [3 * u, u], f"lstm{k}_gates")
     i, f, o = g.split(g.activation(layer.recurrent_activation, ifo), [u, u, u], f"lstm{k}_ifo")
     c_new = g.op("Add", [g.op("Mul", [f, c]), g.op("Mul", [i, g.activation(layer.activation, cand)])], f"lstm{k}_c")

@@ -64,6 +64,7 @@ class ExportResult:
     bundle: Path
     stack: Stack
     parity: list[Parity] = field(default_factory=list)
+    accuracy: list = field(default_factory=list)  # variant_report.VariantReport rows, with --data
     latency_us: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -94,6 +95,10 @@ def export_model(
     window: int | None = None,
     cell: str = "matmul",
     baseline_windows: tuple[int, ...] = (),
+    formats: tuple[str, ...] = ("onnx",),
+    quantize: tuple[str, ...] = (),
+    calibration: str | Path | None = None,
+    progress: bool = False,
 ) -> ExportResult:
     """Export `model` to a bundle in `out` and check it against the source framework.
 
@@ -142,6 +147,7 @@ def export_model(
             raise ScalerError(f"{data}: {series.shape[1]} numeric columns, the model reads {stack.features} features")
         sensor = holdout_windows(series, stack.window)
     else:
+        series = None
         rng = np.random.default_rng(0)
         unit = rng.uniform(0.0, 1.0, (32, stack.window, stack.features))
         sensor = (unit / scaler.x_scale + scaler.x_offset if scaler else unit).astype(np.float32)
@@ -157,16 +163,59 @@ def export_model(
         ref_name = "weights (float64)"
         result.notes.append(f"{framework} is not installed here: parity is against the file's weights in float64")
 
-    bundle = Bundle.open(out)
+    device = stack.with_scaling(scaler.x_offset, scaler.x_scale, scaler.y_offset, scaler.y_scale) if scaler else stack
+    pairs = None
+    if formats != ("onnx",) or quantize:
+        pairs = _variants(device, out, feature_names, formats, quantize, calibration, data, progress, result)
+
     from edge_lstm.backends.registry import open_backend
 
-    for backend in ("onnx", "numpy"):
-        engine = open_backend(bundle, backend)
+    bundle = Bundle.open(out)
+    for v in bundle.variants:
+        engine = open_backend(bundle, v.backend, v.precision)
         got = roll(engine.step, sensor, bundle.state_size)
-        result.parity.append(compare(f"{backend}/fp32", ref_name, got, want, scaler))
-        result.latency_us[f"{backend}/fp32"] = _p50_step_us(engine, bundle)
+        key = f"{v.backend}/{v.precision}"
+        result.parity.append(compare(key, ref_name, got, want, scaler))
+        result.latency_us[key] = _p50_step_us(engine, bundle)
+    if series is not None and len(bundle.variants) > 2:
+        from edge_lstm_export.variant_report import evaluate_variants
+
+        want_sensor = want / scaler.y_scale + scaler.y_offset if scaler else want
+        result.accuracy = evaluate_variants(
+            [v for v in bundle.variants if v.backend != "numpy"], series=series, window=stack.window,
+            holdout_start=int(len(series) * (1 - HOLDOUT)), source_windows=sensor, source_expected=want_sensor,
+            calibration=pairs, target_columns=_target_columns(feature_names, target_names),
+        )
     write_report(result)
     return result
+
+
+def _target_columns(features: list[str], targets: list[str]) -> list[int] | None:
+    if set(targets) <= set(features):
+        return [features.index(t) for t in targets]
+    return None
+
+
+def _variants(device: Stack, out: Path, feature_names, formats, quantize, calibration, data, progress,
+              result: "ExportResult"):
+    """TFLite and quantized variants, listed in the manifest; returns the calibration pairs."""
+    from edge_lstm_export.bundle_writer import add_variant
+    from edge_lstm_export.calibration import calibration_pairs, read_calibration_csv
+    from edge_lstm_export.quantize import make_variants
+
+    pairs = None
+    if calibration is None and "static" in quantize and data is not None:
+        calibration = data
+        result.notes.append(f"static quantization calibrated on {Path(data).name} (no --calibration given)")
+    if calibration is not None:
+        names = feature_names if feature_names[0] != "x0" else None
+        cal = read_calibration_csv(Path(calibration), names, features=device.features, window=device.window)
+        pairs = calibration_pairs(device, cal, window=device.window, progress=progress, source=str(calibration))
+    made = make_variants(device, out, formats=formats, quantize=quantize, pairs=pairs)
+    for f in made.files:
+        add_variant(out, f.path, backend=f.backend, precision=f.precision)
+    result.notes.extend(made.notes)
+    return pairs
 
 
 def _p50_step_us(engine, bundle: Bundle, calls: int = 2000) -> float:
@@ -181,14 +230,16 @@ def _p50_step_us(engine, bundle: Bundle, calls: int = 2000) -> float:
 
 
 def write_report(result: ExportResult) -> Path:
-    """report.json: parity, sizes and latency for every variant (also read by `inspect`)."""
+    """report.json: parity, accuracy, sizes and latency for every variant (also read by `inspect`)."""
     bundle = Bundle.open(result.bundle)
+    accuracy = {a.file: a.as_dict() for a in result.accuracy}
     rows = []
     for v in bundle.variants:
         key = f"{v.backend}/{v.precision}"
         parity = next((p for p in result.parity if p.variant == key), None)
         rows.append({"file": v.file, "backend": v.backend, "precision": v.precision, "bytes": v.bytes,
-                     "parity": parity.as_dict() if parity else None, "p50_step_us": result.latency_us.get(key)})
+                     "parity": parity.as_dict() if parity else None, "p50_step_us": result.latency_us.get(key),
+                     "accuracy": accuracy.get(v.file)})
     path = result.bundle / "report.json"
     path.write_text(json.dumps({"variants": rows, "notes": result.notes}, indent=2) + "\n")
     return path

@@ -31,9 +31,13 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--window", type=int, help="Samples per training window, when the model does not record it (PyTorch).")
 @click.option("--cell", type=click.Choice(["matmul", "op"]), default="matmul", show_default=True,
               help="ONNX form of the recurrent cell (matmul measured faster; see README).")
+@click.option("--formats", default="onnx", show_default=True, help="Comma-separated: onnx, tflite (tflite needs TensorFlow).")
+@click.option("--quantize", default="", metavar="KINDS", help="Comma-separated: dynamic, static, fp16, int16x8 (TFLite only).")
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="CSV",
+              help="Series for static quantization (default: --data / --fit-scaler).")
 @click.option("--baseline-windows", default="", metavar="W,W", help="Also write whole-window ONNX models for `bench` (e.g. 12,48,96).")
 def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_scaler, data, feature_names,
-           target_names, torch_factory, features, window, cell, baseline_windows) -> None:
+           target_names, torch_factory, features, window, cell, formats, quantize, calibration, baseline_windows) -> None:
     """Turn a trained Keras or PyTorch model into a bundle, and prove it matches.
 
     \b
@@ -43,8 +47,10 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
       weights.pt --torch-factory f.py:build   a state_dict plus the code that builds the module
 
     \b
-    Example (the classic airline recipe, scaled with a MinMaxScaler fitted on the series):
+    Examples (the classic airline recipe, scaled with a MinMaxScaler fitted on the series):
       edge-lstm export airline.keras --out bundles/airline --fit-scaler airline-passengers.csv
+      edge-lstm export airline.keras --out bundles/airline --fit-scaler airline-passengers.csv \\
+          --formats onnx,tflite --quantize dynamic,static,fp16
     """
     try:
         from edge_lstm_export.exporter import export_model
@@ -57,12 +63,20 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
         model, out, name=name, scaler_specs=scaler_specs, target_scaler_specs=target_scaler_specs,
         fit_scaler=fit_scaler, data=data, feature_names=_names(feature_names), target_names=_names(target_names),
         torch_factory=torch_factory, features=features, window=window, cell=cell, baseline_windows=windows,
+        formats=tuple(_names(formats) or ("onnx",)), quantize=tuple(_names(quantize) or ()), calibration=calibration,
+        progress=True,
     )
     click.echo(f"wrote {result.bundle}")
-    click.echo(f"{'variant':18} {'compared with':18} {'windows':>7} {'max abs':>10} {'rmse':>10} {'p50 step':>9}")
+    click.echo(f"{'variant':20} {'compared with':18} {'windows':>7} {'max abs':>10} {'rmse':>10} {'p50 step':>9}")
     for p in result.parity:
         lat = result.latency_us.get(p.variant)
-        click.echo(f"{p.variant:18} {p.reference:18} {p.windows:7d} {p.max_abs:10.2e} {p.rmse:10.2e} "
+        click.echo(f"{p.variant:20} {p.reference:18} {p.windows:7d} {p.max_abs:10.2e} {p.rmse:10.2e} "
                    f"{(f'{lat:.1f} us' if lat else '-'):>9}")
+    if result.accuracy:
+        from edge_lstm_export.variant_report import format_table
+
+        click.echo("")
+        click.echo("held-out forecasts (last 20 % of --data), sensor units:")
+        click.echo(format_table(result.accuracy))
     for note in result.notes:
         click.echo(f"note: {note}")
