@@ -40,8 +40,9 @@ def _register() -> None:
     from edge_lstm.commands.bench import bench
     from edge_lstm.commands.export import export
     from edge_lstm.commands.inspect import inspect
+    from edge_lstm.commands.verify import verify
 
-    for command in (export, inspect, bench):
+    for command in (export, inspect, verify, bench):
         main.add_command(command)
 
 
