@@ -56,10 +56,11 @@ def main() -> None:
 
     csv = DEMO / "airline-passengers.csv"
     model = train(csv, args.epochs)
-    result = export_model(model, args.out, name="airline-lstm", fit_scaler=csv, feature_names=["Passengers"])
+    result = export_model(model, args.out, name="airline-lstm", fit_scaler=csv, feature_names=["Passengers"],
+                          formats=("onnx", "tflite"), quantize=("dynamic",))
     for p in result.parity:
         print(f"{p.variant}: max abs {p.max_abs:.2e} vs {p.reference}")
-    print(f"wrote {result.bundle}")
+    print(f"wrote {result.bundle} ({sum(f.stat().st_size for f in result.bundle.iterdir()):,} bytes)")
 
 
 if __name__ == "__main__":
