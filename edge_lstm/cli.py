@@ -40,9 +40,12 @@ def _register() -> None:
     from edge_lstm.commands.bench import bench
     from edge_lstm.commands.export import export
     from edge_lstm.commands.inspect import inspect
+    from edge_lstm.commands.replay import replay
+    from edge_lstm.commands.run import run
+    from edge_lstm.commands.subscribe import subscribe
     from edge_lstm.commands.verify import verify
 
-    for command in (export, inspect, verify, bench):
+    for command in (export, inspect, verify, run, subscribe, replay, bench):
         main.add_command(command)
 
 

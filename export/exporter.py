@@ -32,7 +32,12 @@ def read_model(path: str | Path, *, torch_factory: str | None = None, features: 
         raise UnsupportedModelError(f"{path}: no such file; give the path of a .keras, .h5 or PyTorch .pt file")
     suffix = path.suffix.lower()
     if suffix in KERAS_SUFFIXES:
-        from edge_lstm_export.readers.keras import read_keras
+        try:
+            from edge_lstm_export.readers.keras import read_keras
+        except ImportError as exc:
+            raise UnsupportedModelError(
+                f"{path}: reading Keras files needs {exc.name}, which is not installed: pip install 'edge-lstm[export]'"
+            ) from None
 
         stack = read_keras(path)
         if window is not None and stack.window not in (None, window):

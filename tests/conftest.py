@@ -6,7 +6,7 @@ import pytest
 
 import datasets
 
-pytest_plugins = ["fixtures_keras", "fixtures_torch", "fixtures_broker"]
+pytest_plugins = ["fixtures_keras", "fixtures_torch", "fixtures_broker", "fixtures_bundle"]
 
 
 @pytest.fixture(scope="session")

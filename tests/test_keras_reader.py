@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
+
+h5py = pytest.importorskip("h5py", reason="the Keras reader needs h5py (the export extra)")
 
 from edge_lstm_export.emit_numpy import reference
 from edge_lstm_export.readers.keras import KerasFileError, read_keras

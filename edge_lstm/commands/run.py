@@ -1,0 +1,79 @@
+"""`edge-lstm run`: the edge daemon (MQTT or serial samples in, forecasts out)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from edge_lstm import config as config_mod
+from edge_lstm.errors import EdgeLstmError
+
+
+def setup_logging(level: str) -> None:
+    """One line per record on stderr (journald adds its own timestamps under systemd)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def check_config(cfg: config_mod.Config) -> str:
+    """What `--check` verifies beyond the config: files, the bundle's hashes, the engine."""
+    from edge_lstm.daemon import open_runtime, verify_bundle
+
+    config_mod.check_files(cfg)
+    bundle = verify_bundle(cfg.model.bundle)
+    rt = open_runtime(cfg, bundle)
+    where = f"{cfg.mqtt.host}:{cfg.broker_port}" + (" (TLS)" if cfg.mqtt.tls.enabled else "") if cfg.uses_mqtt else "no broker"
+    return (
+        f"{cfg.source_file}: OK\n"
+        f"  device   {cfg.device_id}   broker {where}\n"
+        f"  model    {bundle.name} ({bundle.path}, sha256 {bundle.sha256[:12]}) on {rt.backend_name}/{rt.precision}, "
+        f"{cfg.model.mode} mode, window {rt.window}, features {', '.join(rt.features)}\n"
+        f"  source   {cfg.source.kind}   sink {cfg.sink.kind}   snapshot {cfg.snapshot.path or 'off'}"
+    )
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Daemon config file (TOML); see configs/ for examples.")
+@click.option("--check", is_flag=True, help="Validate the config, the files it names and the bundle, then exit.")
+@click.option("--bundle", metavar="DIR", help="Bundle directory to run instead of the config's model.bundle.")
+@click.option("--broker", metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://...; overrides [mqtt].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None,
+              help="Override log.level.")
+def run(config_path: str, check: bool, bundle: str | None, broker: str | None, log_level: str | None) -> None:
+    """Run the edge daemon: samples in (MQTT or serial), forecasts out.
+
+    \b
+    Examples:
+      edge-lstm run --config configs/pi-mqtt.toml
+      edge-lstm run --config configs/pi-mqtt.toml --check
+      edge-lstm run --config configs/demo.toml --bundle bundles/airline-lstm
+      edge-lstm run --config configs/serial.toml --broker mqtts://dev:secret@broker.lan
+
+    SIGTERM/SIGINT drain the queue, snapshot the streams and exit 0; SIGHUP reloads the
+    bundle. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+    """
+    try:
+        cfg = config_mod.load(config_path, bundle=bundle, broker=broker)
+        setup_logging(log_level or cfg.log.level)
+        if check:
+            click.echo(check_config(cfg))
+            return
+        config_mod.check_files(cfg)
+        from edge_lstm.daemon import Daemon
+
+        daemon = Daemon(cfg)
+    except EdgeLstmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(daemon.run_forever())
+
+
+if __name__ == "__main__":  # python -m edge_lstm.commands.run (tests, or without the entry point)
+    run()

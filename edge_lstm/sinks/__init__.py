@@ -1,0 +1,1 @@
+"""Where forecasts go: MQTT topics or standard output (JSON lines)."""
