@@ -38,6 +38,7 @@ def main() -> None:
 
 def _register() -> None:
     from edge_lstm.commands.bench import bench
+    from edge_lstm.commands.demo import demo
     from edge_lstm.commands.export import export
     from edge_lstm.commands.inspect import inspect
     from edge_lstm.commands.replay import replay
@@ -45,7 +46,7 @@ def _register() -> None:
     from edge_lstm.commands.subscribe import subscribe
     from edge_lstm.commands.verify import verify
 
-    for command in (export, inspect, verify, run, subscribe, replay, bench):
+    for command in (demo, export, inspect, verify, run, subscribe, replay, bench):
         main.add_command(command)
 
 
