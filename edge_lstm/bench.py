@@ -53,6 +53,7 @@ class BenchResult:
     bundle: str = ""
     bundle_bytes: int = 0
     peak_rss_mb: float = 0.0
+    daemon_rss_mb: float | None = None  # with --e2e: the daemon process's peak RSS
     machine: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -168,13 +169,13 @@ def run_bench(
         for n in streams:
             progress(f"push_many {mode} {n}")
             rt = Runtime.open(bundle, backend=default.name, precision=default.precision, mode=mode, threads=threads)
-            names = [f"s{i}" for i in range(n)]
+            # Batches built up front (values as decoded JSON gives them; ts=None: arrival
+            # order), so the time is push_many's own.
+            batches = [[Sample(f"s{i}", series[k].tolist(), None) for i in range(n)] for k in range(8)]
             tick = iter(range(10**12))
 
             def many() -> None:
-                k = next(tick)
-                v = series[k % len(series)]
-                rt.push_many([Sample(name, v, float(k)) for name in names])
+                rt.push_many(batches[next(tick) % 8])
 
             us = time_calls(many, seconds, min_calls=5)
             res.rows.append(_row("push_many", default.name, default.precision, mode, n, us))
@@ -244,18 +245,19 @@ def table(res: BenchResult) -> str:
         label = f"{r.case}{f'(W={r.window})' if r.window else ''}"
         lines.append(f"{label:13} {r.backend:10} {r.precision:13} {r.mode:10} {r.streams:7d} {r.p50_us:9.1f} "
                      f"{r.p99_us:9.1f} {r.max_us:9.1f} {r.steps_per_s:12,.0f}")
-    ours = [r for r in res.rows if r.case == "push" and r.streams == 1]
-    if ours:
-        best = min(ours, key=lambda r: r.p50_us if r.mode == "continuous" else float("inf"))
-        lines.append("")
-        lines.append(f"ours: push {best.backend}/{best.precision} continuous, p50 {best.p50_us:.1f} us per sample")
-        for r in res.rows:
-            if r.case in ("floor", "window-onnx", "keras-predict", "tf-function"):
-                ratio = r.p50_us / best.p50_us
-                what = "faster than" if ratio >= 1 else "slower than"
-                lines.append(f"  {max(ratio, 1 / ratio):9.1f}x {what} {r.case}{f'(W={r.window})' if r.window else ''} ({r.p50_us:.1f} us)")
+    baselines = [r for r in res.rows if r.case in ("floor", "window-onnx", "keras-predict", "tf-function")]
+    ours = [r for r in res.rows if r.case == "push" and r.streams == 1 and r.precision == "fp32"]
+    if baselines and ours:
+        names = [f"{b.case}{f'(W={b.window})' if b.window else ''}" for b in baselines]
+        lines += ["", "speed-up of one push (p50) over each baseline (baseline p50 / ours; < 1 = slower):",
+                  f"{'ours':26}" + "".join(f"{n:>19}" for n in names)]
+        for r in ours:
+            label = f"push {r.backend}/{r.precision} {r.mode}"
+            lines.append(f"{label:26}" + "".join(f"{b.p50_us / r.p50_us:>18.1f}x" for b in baselines))
     lines.append("")
-    lines.append(f"peak RSS {res.peak_rss_mb:.0f} MB; bundle variants {res.bundle_bytes:,} bytes; "
+    if res.daemon_rss_mb is not None:
+        lines.append(f"daemon peak RSS {res.daemon_rss_mb:.0f} MB (the separate `edge-lstm run` process of --e2e)")
+    lines.append(f"peak RSS {res.peak_rss_mb:.0f} MB (this process); bundle variants {res.bundle_bytes:,} bytes; "
                  f"{res.machine.get('processor', '?')}, {res.machine.get('threads')} thread(s)")
     lines.extend(f"note: {n}" for n in res.notes)
     return "\n".join(lines)
@@ -296,3 +298,117 @@ def plot(res: BenchResult, path: str | Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def run_e2e(
+    bundle_path: str | Path,
+    *,
+    broker: str | None = None,
+    rate: float = 100.0,
+    seconds: float = 10.0,
+    qos: int = 1,
+    backend: str = "auto",
+    mode: str = "exact",
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[Row, float]:
+    """Sample published -> forecast received, through a real broker and a daemon process.
+
+    The daemon runs as its own process (`python -m edge_lstm run`), as on a device; this
+    process publishes one stream at `rate` and times each forecast's arrival. Returns the
+    latency row and the daemon's peak RSS in MB.
+    """
+    import json
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+    from contextlib import ExitStack
+
+    from edge_lstm.broker import LocalBroker
+    from edge_lstm.config import parse_broker_url
+    from edge_lstm.mqtt import connect_client
+
+    bundle = Bundle.open(bundle_path)
+    series = _series(bundle)
+    with ExitStack() as stack:
+        if broker is None:
+            local = stack.enter_context(LocalBroker())
+            url, kind = f"mqtt://{local.host}:{local.port}", local.kind
+        else:
+            url, kind = (broker if "://" in broker else f"mqtt://{broker}"), "given"
+        target = parse_broker_url(url)
+        device = f"bench-{os.getpid()}"
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-lstm-e2e-")))
+        (work / "bench.toml").write_text(
+            f'[device]\nid = "{device}"\n[model]\nbundle = "{Path(bundle.path).resolve()}"\nmode = "{mode}"\n'
+            f'backend = "{backend}"\n[mqtt]\nhost = "{target.host}"\nport = {target.effective_port}\n'
+            f'protocol = "{"3.1.1" if kind == "amqtt" else "5"}"\npersistent = false\n'
+            f'[source.mqtt]\ntopics = ["{device}/{{stream}}/raw"]\nqos = {qos}\n[sink.mqtt]\nqos = {qos}\n'
+            f'[commands]\nenabled = false\n[pipeline]\nstats_interval = 0\n')
+        sent: dict[float, int] = {}
+        lat: list[float] = []
+        online = threading.Event()
+        sub = connect_client(url, client_id=f"{device}-sub")
+        stack.callback(lambda: (sub.disconnect(), sub.loop_stop()))
+
+        def on_message(c, u, m) -> None:
+            now = time.perf_counter_ns()
+            if m.topic.endswith("/status"):
+                if m.payload == b"online":
+                    online.set()
+                return
+            t0 = sent.get(json.loads(m.payload)["ts"])
+            if t0 is not None:
+                lat.append((now - t0) / 1e3)
+
+        sub.on_message = on_message
+        sub.subscribe([(f"edge/{device}/pred/#", qos), (f"edge/{device}/status", 1)])
+        progress("e2e: starting the daemon")
+        daemon = subprocess.Popen([sys.executable, "-m", "edge_lstm", "run", "--config", str(work / "bench.toml")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def stop_daemon() -> None:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait(5)
+
+        stack.callback(stop_daemon)
+        if not online.wait(30):
+            stop_daemon()
+            raise BackendUnavailableError(f"the daemon did not come online: {daemon.stderr.read().decode(errors='replace')[-400:]}")
+        pub = connect_client(url, client_id=f"{device}-pub")
+        stack.callback(lambda: (pub.disconnect(), pub.loop_stop()))
+        n = int(rate * seconds)
+        progress(f"e2e: publishing {n} samples at {rate:g}/s")
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            ts = float(i)
+            sent[ts] = time.perf_counter_ns()
+            pub.publish(f"{device}/e2e/raw", json.dumps({"ts": ts, "value": float(series[i % len(series), 0])}), qos=qos)
+        end = time.monotonic() + 5
+        while len(lat) < n and time.monotonic() < end:
+            time.sleep(0.05)
+        rss = _peak_rss_mb(daemon.pid)
+    us = np.asarray(lat or [float("nan")])
+    row = _row("e2e", backend, "-", mode, 1, us, note=f"QoS {qos}, {rate:g} samples/s, broker {kind}, "
+               f"{n - len(lat)} of {n} forecasts missing")
+    row.steps_per_s = len(lat) / seconds
+    return row, rss
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")

@@ -1,6 +1,8 @@
 """Retrain the demo bundle shipped in `edge_lstm/demo/airline/` (the classic tutorial recipe).
 
     python -m edge_lstm_export.demo_model            # writes edge_lstm/demo/airline/
+    python -m edge_lstm_export.demo_model --out bundles/airline --keras-out bundles/airline-lstm.keras \
+        --baseline-windows 12,48,96                   # the bundle the README's benchmark uses
 
 Keras: LSTM(50, return_sequences=True) -> LSTM(50) -> Dense(1) on windows of the last 12
 months of the airline-passengers series, MinMax-scaled, trained on the first 80 % of the
@@ -11,6 +13,7 @@ the same versions gives the same weights.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,13 +54,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEMO / "airline")
     ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--keras-out", type=Path, help="Also keep the trained .keras file here (for `bench --keras`).")
+    ap.add_argument("--baseline-windows", default="", help="Whole-window ONNX baselines for `bench`, e.g. 12,48,96.")
     args = ap.parse_args()
     from edge_lstm_export.exporter import export_model
 
     csv = DEMO / "airline-passengers.csv"
     model = train(csv, args.epochs)
     result = export_model(model, args.out, name="airline-lstm", fit_scaler=csv, feature_names=["Passengers"],
-                          formats=("onnx", "tflite"), quantize=("dynamic",))
+                          formats=("onnx", "tflite"), quantize=("dynamic",),
+                          baseline_windows=tuple(int(w) for w in args.baseline_windows.split(",") if w.strip()))
+    if args.keras_out:
+        args.keras_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, args.keras_out)
     for p in result.parity:
         print(f"{p.variant}: max abs {p.max_abs:.2e} vs {p.reference}")
     print(f"wrote {result.bundle} ({sum(f.stat().st_size for f in result.bundle.iterdir()):,} bytes)")
