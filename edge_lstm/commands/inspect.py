@@ -39,9 +39,9 @@ def describe(bundle: Bundle) -> str:
         parity = r.get("parity") or {}
         extra = f"  max abs {parity['max_abs']:.1e} vs {parity['reference']}" if parity else ""
         lat = f"  p50 {r['p50_step_us']:.1f} us" if r.get("p50_step_us") else ""
-        lines.append(f"  {v.file:22} {v.backend:7} {v.precision:13} {v.bytes:>9,d} B  sha256 {v.sha256[:12]}{extra}{lat}")
+        lines.append(f"  {v.file:26} {v.backend:7} {v.precision:13} {v.bytes:>9,d} B  sha256 {v.sha256[:12]}{extra}{lat}")
     for b in m.get("baselines", []):
-        lines.append(f"  {b['file']:22} baseline: whole window of {b['window']} re-run per sample  {b['bytes']:>9,d} B")
+        lines.append(f"  {b['file']:26} baseline: whole window of {b['window']} re-run per sample  {b['bytes']:>9,d} B")
     return "\n".join(lines)
 
 
