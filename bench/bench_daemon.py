@@ -20,7 +20,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,16 +30,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_lstm.broker import free_port, wait_port
+from edge_lstm.errors import EdgeLstmError
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
@@ -52,15 +46,12 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
                     "max_queued_messages 1000000\nlog_dest none\n")
     kw = {"user": "nobody"} if os.geteuid() == 0 else {}
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.01)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start")
+    try:
+        wait_port(port, proc)
+    except EdgeLstmError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def make_bundle(model: str, out: Path) -> Path:

@@ -84,7 +84,6 @@ def _row(case: str, backend: str, precision: str, mode: str, streams: int, us: n
 
 def floor_model(features: int, outputs: int, state_size: int) -> bytes:
     """An ONNX model with the step's tensors and no work: the cost of calling the engine at all."""
-    import onnx
     from onnx import TensorProto, helper
 
     nodes = [helper.make_node("Identity", ["state"], ["state_out"])]

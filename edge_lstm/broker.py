@@ -26,7 +26,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on `port` of 127.0.0.1 (or `proc` died)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -34,9 +35,10 @@ def _wait_port(port: int, proc: subprocess.Popen | None, timeout: float = 10.0) 
             return
         except OSError:
             if proc is not None and proc.poll() is not None:
-                raise EdgeLstmError(f"mosquitto exited at start: {proc.stderr.read().decode(errors='replace').strip()}")
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise EdgeLstmError(f"the broker exited with {proc.returncode} at start: {err}")
             time.sleep(0.01)
-    raise EdgeLstmError(f"the local broker did not open port {port} within {timeout:g} s")
+    raise EdgeLstmError(f"nothing listens on port {port} after {timeout:g} s")
 
 
 class LocalBroker:
@@ -76,7 +78,7 @@ class LocalBroker:
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       start_new_session=True, **user)
         self.kind, self.pid = "mosquitto", self._proc.pid
-        _wait_port(self.port, self._proc)
+        wait_port(self.port, self._proc)
 
     def _start_amqtt(self) -> None:
         try:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_lstm_export.stack import Dense, Recurrent, Stack
+from edge_lstm_export.stack import Recurrent, Stack
 
 OPSET = 17
 IO = {"x": "x", "state": "state", "y": "y", "state_out": "state_out"}

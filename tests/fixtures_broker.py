@@ -13,7 +13,6 @@ import asyncio
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -23,31 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_lstm.broker import free_port, wait_port
+from edge_lstm.errors import EdgeLstmError
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port: int, proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """Wait until something accepts TCP connections on `port` (or the process died)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"broker exited with {proc.returncode}:\n{err}")
-            time.sleep(0.005)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 @dataclass
@@ -103,7 +81,7 @@ class Mosquitto:
         )
         try:
             wait_port(self.port, self.proc)
-        except (TimeoutError, RuntimeError) as exc:
+        except EdgeLstmError as exc:
             self.stop()
             raise RuntimeError(f"mosquitto did not start ({exc}):\n{self.logs()}") from None
         return self
