@@ -10,12 +10,11 @@ for their model and data.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 
 from edge_lstm.errors import ConfigError
 
@@ -162,53 +161,3 @@ def drift_report(
         span=np.asarray(span, np.float64),
         tolerance=tolerance,
     )
-
-
-def read_series(path: str | Path, features: list[str]) -> np.ndarray:
-    """The feature columns of a CSV with a header row, in `features` order, as [T, F] floats.
-
-    Columns are found by name (case-insensitively); a CSV whose header does not name them but holds exactly
-    len(features) numeric columns (a leading date column is fine) is read in column order.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r]
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    if len(rows) < 2:
-        raise ConfigError(f"{path}: needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    folded = [h.casefold() for h in header]
-    if all(f in header for f in features):
-        cols = [header.index(f) for f in features]
-    elif all(f.casefold() in folded for f in features):
-        cols = [folded.index(f.casefold()) for f in features]
-    else:
-        numeric = [j for j, cell in enumerate(body[0]) if _is_number(cell)]
-        if len(numeric) != len(features):
-            raise ConfigError(
-                f"{path}: no column(s) named {[f for f in features if f not in header]} in the header {header}, "
-                f"and {len(numeric)} numeric column(s) where the model reads {len(features)}; "
-                f"name the columns {features}"
-            )
-        cols = numeric
-    try:
-        return np.array([[float(r[j]) for j in cols] for r in body], np.float64)
-    except (ValueError, IndexError):
-        for i, r in enumerate(body, start=2):
-            try:
-                [float(r[j]) for j in cols]
-            except (ValueError, IndexError):
-                raise ConfigError(
-                    f"{path}: line {i} has no number in column(s) {[header[j] for j in cols]}: {r}"
-                ) from None
-        raise
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True

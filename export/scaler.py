@@ -7,13 +7,13 @@ standard scaling are both this affine form, so the manifest records one shape fo
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge_lstm.csvfile import read_columns
 from edge_lstm.errors import ConfigError
 
 
@@ -129,35 +129,11 @@ def from_json(path: Path, features: int, targets: int) -> Scaler:
 
 
 def read_csv_columns(path: Path, columns: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Numeric columns of a CSV with a header (a leading date/label column is skipped)."""
+    """Numeric columns of a CSV with a header (see edge_lstm.csvfile), at least 2 rows."""
     try:
-        with Path(path).open(newline="") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise ScalerError(f"{path}: cannot read ({exc.strerror})") from None
-    if len(rows) < 3:
-        raise ScalerError(f"{path}: needs a header and at least 2 rows, found {len(rows)} lines")
-    header, body = rows[0], rows[1:]
-
-    def numeric(j: int) -> bool:
-        try:
-            float(body[0][j])
-            return True
-        except (ValueError, IndexError):
-            return False
-
-    wanted = columns or [h for j, h in enumerate(header) if numeric(j)]
-    missing = [c for c in wanted if c not in header]
-    if missing:
-        raise ScalerError(f"{path}: no column {missing[0]!r}; the header has {header}")
-    idx = [header.index(c) for c in wanted]
-    try:
-        data = np.array([[float(r[j]) for j in idx] for r in body if r], np.float64)
-    except (ValueError, IndexError) as exc:
-        raise ScalerError(f"{path}: a row is not numeric in columns {wanted} ({exc})") from None
-    if not np.isfinite(data).all():
-        raise ScalerError(f"{path}: NaN or infinite values in columns {wanted}; clean the file first")
-    return wanted, data
+        return read_columns(path, columns, min_rows=2)
+    except ConfigError as exc:
+        raise ScalerError(str(exc)) from None
 
 
 def fit_minmax(path: Path, features: int, targets: int, columns: list[str] | None = None) -> tuple[Scaler, list[str]]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import datasets
-from edge_lstm.drift import drift_report, read_series
+from edge_lstm.csvfile import read_series
+from edge_lstm.drift import drift_report
 from edge_lstm.errors import ConfigError
 from edge_lstm_export.bundle_writer import write_bundle
 from edge_lstm_export.emit_numpy import reference

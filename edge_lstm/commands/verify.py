@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from edge_lstm.bundle import Bundle
-from edge_lstm.drift import drift_report, read_series
+from edge_lstm.csvfile import read_series
+from edge_lstm.drift import drift_report
 
 
 @click.command()
