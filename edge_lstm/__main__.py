@@ -1,5 +1,6 @@
 """`python -m edge_lstm ...` is the `edge-lstm` command."""
 
-from edge_lstm.cli import main
+if __name__ == "__main__":
+    from edge_lstm.cli import main
 
-main()
+    main()

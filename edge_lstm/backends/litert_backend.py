@@ -5,8 +5,12 @@ release, 2.14, needs numpy < 2). Tensors are addressed by index with `set_tensor
 `invoke` / `get_tensor`: about 7 us per step for the 2x50 model, where a `SignatureRunner`
 costs twice that and, while alive, makes `invoke()` refuse to run.
 
-The batch axis is resized on demand: the last batch size is cached and tensors are
-reallocated only when a call brings a different one.
+The batch axis is resized on demand, and resizing means `allocate_tensors()` (~50 us for the
+2x50 model at batch 64, more for larger batches). A runtime alternates batch sizes (`push`
+at 1 or W rows, `push_many` at its stream count), so one interpreter is kept per recent
+batch size (up to `MAX_BATCH_SIZES`, least recently used dropped first): switching between
+them costs a dict lookup. Each holds its own copy of the model's tensors (the 2x50 model:
+~120 KB of weights each, plus activations of its batch).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 from edge_lstm.errors import BackendUnavailableError
 
 INSTALL_HINT = "pip install 'edge-lstm[litert]'"
+#: Interpreters kept, one per batch size (see the module docstring).
+MAX_BATCH_SIZES = 4
 
 
 def interpreter_class() -> type:
@@ -62,8 +68,9 @@ class LiteRTStep:
             if isinstance(model, (bytes, bytearray))
             else {"model_path": str(model)}
         )
+        self._new = lambda: interpreter(num_threads=num_threads, **kwargs)
         try:
-            self._it = interpreter(num_threads=num_threads, **kwargs)
+            self._it = self._new()
         except (SystemError, AttributeError, ImportError) as exc:
             # tflite-runtime 2.14 imports under numpy 2 but fails here.
             raise BackendUnavailableError(
@@ -83,6 +90,7 @@ class LiteRTStep:
         self.state_size = int(ins["state"]["shape_signature"][-1])
         self.outputs = int(outs["y"]["shape_signature"][-1])
         self._batch = -1  # tensors not allocated yet
+        self._by_batch: dict[int, object] = {}  # batch size -> interpreter allocated for it
 
     def _index(self, details: list[dict], names: dict, keys: tuple, side: str) -> dict[str, dict]:
         by_name = {d["name"]: d for d in details}
@@ -111,9 +119,22 @@ class LiteRTStep:
         return {}
 
     def _resize(self, batch: int) -> None:
-        self._it.resize_tensor_input(self._x, [batch, self.features], strict=True)
-        self._it.resize_tensor_input(self._s, [batch, self.state_size], strict=True)
-        self._it.allocate_tensors()
+        """Make `self._it` an interpreter allocated for `batch` rows (cached per batch size)."""
+        cache = self._by_batch
+        it = cache.pop(batch, None)
+        if it is None:
+            if len(cache) >= MAX_BATCH_SIZES:
+                oldest = next(iter(cache))
+                it = cache.pop(oldest)  # reuse the least recently used one: re-allocate it
+            elif cache or self._batch != -1:
+                it = self._new()
+            else:
+                it = self._it  # the first batch size gets the interpreter opened in __init__
+            it.resize_tensor_input(self._x, [batch, self.features], strict=True)
+            it.resize_tensor_input(self._s, [batch, self.state_size], strict=True)
+            it.allocate_tensors()
+        cache[batch] = it  # most recently used last
+        self._it = it
         self._batch = batch
 
     def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
