@@ -24,10 +24,12 @@ ENGINES = ("onnx", "numpy", "litert")
 
 @pytest.fixture(scope="module")
 def seed_bundle(keras_models, tmp_path_factory) -> tuple[Path, datasets.SourceModel]:
-    """The seed Keras model exported with the MinMaxScaler fitted on the series (sensor units)."""
+    """The seed Keras model exported with the MinMaxScaler fitted on the series (sensor units),
+    as ONNX, TFLite and NumPy variants."""
     model = keras_models["seed-lstm"]
     out = tmp_path_factory.mktemp("seed") / "airline"
-    result = CliRunner().invoke(main, ["export", str(model.path), "--out", str(out), "--fit-scaler", str(datasets.AIRLINE_CSV)])
+    result = CliRunner().invoke(main, ["export", str(model.path), "--out", str(out), "--fit-scaler", str(datasets.AIRLINE_CSV),
+                                       "--formats", "onnx,tflite"])
     assert result.exit_code == 0, result.output
     return out, model
 
