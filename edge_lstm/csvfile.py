@@ -15,7 +15,8 @@ import numpy as np
 from edge_lstm.errors import ConfigError
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number (a header or a date does not)."""
     try:
         float(cell)
     except ValueError:
@@ -41,7 +42,7 @@ def read_columns(path: str | Path, columns: list[str] | None = None, *, min_rows
             raise ConfigError(f"{path}: no column {missing[0]!r}; the header has {header}")
         idx = [header.index(c) if c in header else folded.index(c.casefold()) for c in columns]
     else:
-        idx = [j for j, cell in enumerate(body[0]) if _is_number(cell)]
+        idx = [j for j, cell in enumerate(body[0]) if is_number(cell)]
         if not idx:
             raise ConfigError(f"{path}: no numeric column in the first data row {body[0]}")
     names = [header[j] for j in idx]

@@ -20,16 +20,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from edge_lstm.csvfile import is_number
 from edge_lstm.errors import ConfigError
 from edge_lstm.intake import Intake
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def csv_rows(
@@ -40,7 +33,7 @@ def csv_rows(
     first = next(reader, None)
     if first is None:
         return
-    if all(_is_number(c) for c in first if c.strip()):
+    if all(is_number(c) for c in first if c.strip()):
         yield 1, ",".join(c.strip() for c in first)
         for row in reader:
             if row:
@@ -62,7 +55,7 @@ def csv_rows(
         if row is None:
             return
         pending.append((reader.line_num, row))
-        idx = [i for i, c in enumerate(row) if i < len(header) and header[i] != "ts" and _is_number(c)]
+        idx = [i for i, c in enumerate(row) if i < len(header) and header[i] != "ts" and is_number(c)]
         if not idx:
             raise ConfigError(f"{name}: no numeric column in the first data row {row}")
     for line, row in pending:
