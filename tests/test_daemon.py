@@ -538,7 +538,13 @@ def test_stats_and_expiry(mqtt_broker, collect, tiny_bundle):
             pub.publish("st2/s/raw", json.dumps({"ts": i, "value": 100.0}), qos=1)
         close(pub)
         got: list = []
-        wait_for(lambda: (got.extend(col.drain(0.2)) or True) and events(got, "streams-expired"), timeout=10)
+
+        def all_five_and_expired() -> bool:
+            got.extend(col.drain(0.2))
+            done = any(json.loads(p)["forecasts"] == 5 for t, p, _ in got if t.endswith("/stats"))
+            return done and bool(events(got, "streams-expired"))
+
+        wait_for(all_five_and_expired, timeout=15)
     stats = [json.loads(p) for t, p, _ in got if t.endswith("/stats")]
     assert stats and max(s["forecasts"] for s in stats) == 5
     s = next(s for s in stats if s["forecasts"] == 5)
