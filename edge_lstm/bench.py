@@ -249,10 +249,10 @@ def table(res: BenchResult) -> str:
     if baselines and ours:
         names = [f"{b.case}{f'(W={b.window})' if b.window else ''}" for b in baselines]
         lines += ["", "speed-up of one push (p50) over each baseline (baseline p50 / ours; < 1 = slower):",
-                  f"{'ours':26}" + "".join(f"{n:>19}" for n in names)]
+                  f"{'ours':30}" + "".join(f"{n:>21}" for n in names)]
         for r in ours:
             label = f"push {r.backend}/{r.precision} {r.mode}"
-            lines.append(f"{label:26}" + "".join(f"{b.p50_us / r.p50_us:>18.1f}x" for b in baselines))
+            lines.append(f"{label:30}" + "".join(f"{b.p50_us / r.p50_us:>20.1f}x" for b in baselines))
     lines.append("")
     if res.daemon_rss_mb is not None:
         lines.append(f"daemon peak RSS {res.daemon_rss_mb:.0f} MB (the separate `edge-lstm run` process of --e2e)")
