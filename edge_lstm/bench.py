@@ -203,26 +203,23 @@ def _window_row(bundle: Bundle, base: dict, series: np.ndarray, seconds: float, 
 
 
 def _keras_rows(model_path: Path, bundle: Bundle, series: np.ndarray, seconds: float, progress, notes: list) -> list[Row]:
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError:
-        notes.append("keras baselines skipped: TensorFlow is not installed (workstation only)")
-        return []
-    model = keras.saving.load_model(str(model_path), compile=False)
     w = bundle.window or 12
     sc = bundle.manifest.get("scaler", {})
     scaled = (series[:w] - np.asarray(sc.get("x_min", 0.0))) * np.asarray(sc.get("x_scale", 1.0))
     window = np.ascontiguousarray(scaled[None], np.float32)
+    try:
+        from edge_lstm_export.keras_baseline import keras_baselines
+
+        calls = keras_baselines(model_path, window)
+    except ImportError:
+        notes.append("keras baselines skipped: TensorFlow is not installed (workstation only)")
+        return []
     rows = []
-    progress("keras-predict")
-    us = time_calls(lambda: model.predict(window, verbose=0), max(seconds, 2.0), min_calls=30)
-    rows.append(_row("keras-predict", "keras", "fp32", "window", 1, us, window=w, note="model.predict(window)"))
-    fn = tf.function(model)
-    tensor = tf.constant(window)
-    progress("tf-function")
-    us = time_calls(lambda: fn(tensor), seconds, min_calls=30)
-    rows.append(_row("tf-function", "tensorflow", "fp32", "window", 1, us, window=w, note="tf.function(model)(window)"))
+    for case, note, backend in (("keras-predict", "model.predict(window)", "keras"),
+                                ("tf-function", "tf.function(model)(window)", "tensorflow")):
+        progress(case)
+        us = time_calls(calls[case], max(seconds, 2.0) if case == "keras-predict" else seconds, min_calls=30)
+        rows.append(_row(case, backend, "fp32", "window", 1, us, window=w, note=note))
     return rows
 
 
