@@ -15,6 +15,7 @@ gives the same calibration).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Protocol
 
 import click
 import numpy as np
-
-from edge_lstm.errors import ConfigError
 from edge_lstm_export.scaler import read_csv_columns
 from edge_lstm_export.stack import Stack
+
+from edge_lstm.errors import ConfigError
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
@@ -135,7 +136,7 @@ def _float32_engine(model: Stack | StepEngine) -> StepEngine:
 def _ticker(total: int, progress: bool | Progress) -> Iterator[Callable[[], None]]:
     """A `tick()` that advances a click progress bar, calls a callback, or does nothing."""
     if progress is True:
-        with click.progressbar(length=total, label="calibrating", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=total, label="calibrating", file=sys.stderr) as bar:
             yield lambda: bar.update(1)
     elif callable(progress):
         done = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -50,7 +51,7 @@ def bench(bundle: Path, streams: str, seconds: float, threads: int, keras_model,
                                         progress=lambda m: click.echo(m, err=True))
     pinned = b.pin_to_one_cpu() if threads == 1 else "not pinned (threads > 1)"
     cases = ["floor", "backends", *(f"push_many {n}" for n in counts)]
-    with click.progressbar(length=len(cases) * 2 + 8, label="benchmarking", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=len(cases) * 2 + 8, label="benchmarking", file=sys.stderr) as bar:
         res = b.run_bench(bundle, streams=counts, seconds=seconds, threads=threads, keras_model=keras_model,
                           progress=lambda _: bar.update(1))
     res.notes.insert(0, pinned)
