@@ -228,10 +228,6 @@ class Daemon:
         self.stop()
         return self.exit_code
 
-    def request(self, kind: str, arg: Any = None) -> None:
-        """Queue an action for the inference thread: ("snapshot"|"reload"|"command", arg)."""
-        self._control.put((kind, arg))
-
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the backlog is empty and the inference thread has nothing in hand."""
         end = time.monotonic() + timeout
