@@ -367,6 +367,9 @@ class Runtime:
         if not hasattr(self._engine, "generation"):
             raise ConfigError(f"engine {engine!r}: buffers()/run() without a generation counter")
         self._one = None  # (generation, x, state) buffers of a single-stream step
+        # An engine whose run() hands back fresh arrays (LiteRT's get_tensor copies) lets push
+        # keep y as the forecast instead of copying it again (~0.25 us of a ~9 us push).
+        self._fresh_out = bool(getattr(self._engine, "returns_copies", False))
         self.backend_name = getattr(engine, "name", type(engine).__name__)
         self.precision = getattr(engine, "precision", "fp32")
 
@@ -455,7 +458,8 @@ class Runtime:
                 return Dropped(stream, ts, "out-of-order")
             if self.max_gap is not None and ts - last > self.max_gap:
                 self._gap(slot)
-        since = int(self._since[slot])
+        # .item() gives the Python int directly: ~40 ns less than int(column[slot]), x3 below
+        since = self._since.item(slot)
         rows = self._rows
         engine = self._engine
         one = self._one
@@ -477,16 +481,21 @@ class Runtime:
             sb[since % rows] = 0.0
         y, so = engine.run(rows)
         data[slot] = so
-        r = (since + 1) % rows
         if self.horizon == 1:
-            out = y[r : r + 1].copy()
+            # [1, O]: the forecast row (a copy, unless the engine's y is already a fresh array)
+            if rows == 1:
+                out = y if self._fresh_out else y.copy()
+            else:
+                r = (since + 1) % rows
+                out = y[r : r + 1] if self._fresh_out else y[r : r + 1].copy()
         else:
+            r = (since + 1) % rows
             out = self._rollout(np.array([since], np.int64), y[r : r + 1].copy(), so.copy())[0]
             self._one = None  # the roll-out may have asked for other buffers
         window = self.window
         warming = window is not None and since + 1 < window
         # bookkeeping: ring entry, counters, timestamps
-        n = int(self._ring_n[slot])
+        n = self._ring_n.item(slot)
         p = n % self._ring
         if scalar:
             self._ring_x[slot, p, 0] = x0
@@ -502,7 +511,7 @@ class Runtime:
                 self._ring_y[slot, p] = out[0]
         self._ring_n[slot] = n + 1
         self._since[slot] = since + 1
-        seq = int(self._seq[slot]) + 1
+        seq = self._seq.item(slot) + 1
         self._seq[slot] = seq
         if ts is not None:
             self._last_ts[slot] = ts

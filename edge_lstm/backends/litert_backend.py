@@ -11,6 +11,12 @@ at 1 or W rows, `push_many` at its stream count), so one interpreter is kept per
 batch size (up to `MAX_BATCH_SIZES`, least recently used dropped first): switching between
 them costs a dict lookup. Each holds its own copy of the model's tensors (the 2x50 model:
 ~120 KB of weights each, plus activations of its batch).
+
+The runtime's `buffers(batch)` / `run(batch)` calls are served here (inputs staged in arrays
+this engine owns, always contiguous float32) rather than by the registry's generic wrapper:
+that skips a call layer and `step`'s input conversions, ~0.7 us of a ~5.5 us step at batch 1.
+The staging arrays are not views of the interpreter's tensors on purpose: LiteRT's `invoke()`
+refuses to run while any such view is alive.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class LiteRTStep:
     """
 
     name = "litert"
+    #: `run`/`step` return new arrays (get_tensor copies): the runtime need not copy them again.
+    returns_copies = True
 
     def __init__(
         self,
@@ -91,6 +99,11 @@ class LiteRTStep:
         self.outputs = int(outs["y"]["shape_signature"][-1])
         self._batch = -1  # tensors not allocated yet
         self._by_batch: dict[int, object] = {}  # batch size -> interpreter allocated for it
+        # buffers()/run(): staging arrays (capacity rows), their views for the last batch run
+        self._xs = np.zeros((0, self.features), np.float32)
+        self._ss = np.zeros((0, self.state_size), np.float32)
+        self._staged: tuple = (-1, None, None)
+        self.generation = 0  # bumped when the staging arrays are reallocated
 
     def _index(self, details: list[dict], names: dict, keys: tuple, side: str) -> dict[str, dict]:
         by_name = {d["name"]: d for d in details}
@@ -136,6 +149,34 @@ class LiteRTStep:
         cache[batch] = it  # most recently used last
         self._it = it
         self._batch = batch
+
+    def buffers(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Input arrays `x[batch, F]`, `state[batch, S]` to fill before `run(batch)` (valid
+        until `generation` changes)."""
+        if batch > len(self._xs):
+            cap = max(batch, 2 * len(self._xs), 16)
+            self._xs = np.zeros((cap, self.features), np.float32)
+            self._ss = np.zeros((cap, self.state_size), np.float32)
+            self._staged = (-1, None, None)
+            self.generation += 1
+        return self._xs[:batch], self._ss[:batch]
+
+    def run(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Step the first `batch` staged rows (see `buffers`); return copies of `y` [batch,O]
+        and `state_out` [batch,S], like `step`."""
+        staged, x, state = self._staged
+        if staged != batch or batch != self._batch:
+            if batch > len(self._xs):
+                raise ValueError(f"{self.source}: run({batch}) before buffers({batch})")
+            if batch != self._batch:
+                self._resize(batch)
+            x, state = self._xs[:batch], self._ss[:batch]
+            self._staged = (batch, x, state)
+        it = self._it
+        it.set_tensor(self._x, x)
+        it.set_tensor(self._s, state)
+        it.invoke()
+        return it.get_tensor(self._y), it.get_tensor(self._so)
 
     def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance every row of `state` [B,S] by one sample of `x` [B,F]; return copies of
