@@ -4,7 +4,7 @@
 (A verbatim copy of the team's shared checker, shared/tools/check_bundle.py, kept here so that
 the tests run on a fresh clone; refresh it when the shared one changes.)
 
-Usage: python ../shared/tools/check_bundle.py BUNDLE_DIR [BUNDLE_DIR ...]
+Usage: python tests/check_bundle.py BUNDLE_DIR [BUNDLE_DIR ...]
 
 It checks the manifest's keys, every variant's sha256, that each ONNX / TFLite variant has
 the step signature y[B,O], state_out[B,S] = step(x[B,F], state[B,S]) with a free batch axis,
