@@ -154,7 +154,8 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, connect_timeout: float = 0.0) -> None:
-        """Restore the snapshot, connect, start inference, then the source."""
+        """Restore the snapshot, subscribe, connect (waiting up to `connect_timeout` for the
+        broker to acknowledge the subscriptions), then start inference."""
         if self.cfg.snapshot.path:
             self.restored = snapshot.restore(self.runtime, self.cfg.snapshot.path)
             if self.restored.streams:
@@ -165,11 +166,14 @@ class Daemon:
             self.link.on_connected.append(self._publish_model_info)
             if self.cfg.commands.enabled:
                 self.link.subscribe(self.cfg.topic("cmd"), 1, self._on_command)
-            self.link.start()
-            if connect_timeout:
-                self.link.wait_connected(connect_timeout)
-        self._thread.start()
+        # The source subscribes before the link connects, so every subscription is made (and
+        # acknowledged) with the connection, and start() can wait until samples can arrive.
         self.source.start()
+        if self.link is not None:
+            self.link.start()
+            if connect_timeout and self.link.wait_connected(connect_timeout):
+                self.link.wait_subscribed(connect_timeout)
+        self._thread.start()
         self.event("started", restored=self.restored.streams if self.restored else 0,
                    bundle=self.runtime.bundle.name if self.runtime.bundle else None)
         log.info(

@@ -73,6 +73,10 @@ class MqttLink:
         self.on_connected: list[Callable[[], None]] = []
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
+        #: Set once the broker has acknowledged every subscription of the current connection:
+        #: only then do samples published by others reach this daemon.
+        self.subscribed = threading.Event()
+        self._pending: set[int] = set()
         self._v5 = cfg.mqtt.protocol == "5"
         self.manual_ack = cfg.mqtt.ack == "processed"
         self._client = mqtt.Client(
@@ -94,6 +98,7 @@ class MqttLink:
         if status_topic:
             c.will_set(status_topic, b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
 
@@ -127,7 +132,9 @@ class MqttLink:
 
         self._client.message_callback_add(topic, on_message)
         if self.connected.is_set():
-            self._client.subscribe(topic, qos)
+            with self._lock:  # the SUBACK callback takes the lock: it cannot pass the mid
+                self.subscribed.clear()
+                self._pending.add(self._client.subscribe(topic, qos)[1])
 
     def start(self) -> None:
         """Begin connecting in paho's network thread; returns at once (the broker may be down)."""
@@ -148,6 +155,10 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         """Block until the first successful connect, or `timeout` seconds."""
         return self.connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Block until the broker has acknowledged every subscription, or `timeout` seconds."""
+        return self.subscribed.wait(timeout)
 
     def stop(self, *, timeout: float = 5.0) -> None:
         """Publish `offline`, flush queued QoS 1 messages (up to `timeout`), disconnect."""
@@ -223,17 +234,32 @@ class MqttLink:
             "resumed" if session else "new",
         )
         with self._lock:
-            subs = list(self._subs)
-        for sub in subs:
-            client.subscribe(sub.topic, sub.qos)
-        if self.status_topic:
-            client.publish(self.status_topic, b"online", qos=1, retain=True)
+            self.subscribed.clear()
+            self._pending = {client.subscribe(sub.topic, sub.qos)[1] for sub in self._subs}
+            ready = not self._pending
+        if ready:
+            self._ready()
         self.connected.set()
         for hook in self.on_connected:
             try:
                 hook()
             except Exception:  # a hook must not break the connection handling
                 log.exception("on-connect hook failed")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            was_pending = mid in self._pending
+            self._pending.discard(mid)
+            ready = was_pending and not self._pending
+        if ready:
+            self._ready()
+
+    def _ready(self) -> None:
+        """Every subscription is acknowledged: samples can arrive, so say "online" (retained)."""
+        log.info("MQTT subscriptions acknowledged by %s: receiving samples", self.broker)
+        self.subscribed.set()
+        if self.status_topic:
+            self._client.publish(self.status_topic, b"online", qos=1, retain=True)
 
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("cannot reach MQTT broker %s; retrying with backoff", self.broker)

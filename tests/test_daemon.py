@@ -141,7 +141,7 @@ def test_sigkill_restart_continues_from_the_snapshot(mqtt_broker, collect, tiny_
     pub = publisher(mqtt_broker)
     proc = DaemonProcess(path).start()
     try:
-        proc.wait_log("running")
+        proc.wait_log("receiving samples")
         wait_for(lambda: events(col.take(1, timeout=20), "started"), what="started event")
         before = [(s, float(SERIES[i]) + k, float(i)) for i in range(20) for k, s in enumerate(("a", "b"))]
         for s, v, ts in before:
@@ -158,7 +158,7 @@ def test_sigkill_restart_continues_from_the_snapshot(mqtt_broker, collect, tiny_
         proc.signal(signal.SIGKILL)
         proc.wait()
         proc = DaemonProcess(path).start()
-        log = proc.wait_log("running")
+        log = proc.wait_log("receiving samples")
         assert "restored 2 streams" in log
         started = events(col.take(1, timeout=20), "started")
         assert started and started[0]["restored"] == 2
@@ -185,7 +185,7 @@ def test_sigterm_drains_snapshots_and_loses_nothing(mqtt_broker, collect, tiny_b
     pub = publisher(mqtt_broker)
     proc = DaemonProcess(path).start()
     try:
-        proc.wait_log("running")
+        proc.wait_log("receiving samples")
         time.sleep(0.3)
         n = 3000
         for i in range(n):
@@ -198,7 +198,7 @@ def test_sigterm_drains_snapshots_and_loses_nothing(mqtt_broker, collect, tiny_b
         first = preds(col.drain(0.5))
         assert snap.exists()
         proc = DaemonProcess(path).start()
-        proc.wait_log("running")
+        proc.wait_log("receiving samples")
         rest = []
         end = time.monotonic() + 60  # generous: on a starved CPU the publisher's tail arrives late
         while len(first) + len(rest) < n and time.monotonic() < end:
@@ -247,7 +247,7 @@ def test_tls_broker_via_mqtts_url(broker_factory, tls_certs, collect, tiny_bundl
     c.connect("localhost", broker.port)
     c.loop_start()
     try:
-        proc.wait_log("running")
+        proc.wait_log("receiving samples")
         c.subscribe("edge/tls1/pred/+", 1)
         time.sleep(0.3)
         c.publish("tls1/x/raw", b"120", qos=1).wait_for_publish(5)
@@ -515,7 +515,7 @@ def test_sighup_reloads_the_bundle(mqtt_broker, collect, tiny_bundle, tmp_path):
     col = collect(["edge/hup1/events"])
     proc = DaemonProcess(path).start()
     try:
-        proc.wait_log("running")
+        proc.wait_log("receiving samples")
         time.sleep(0.2)
         proc.signal(signal.SIGHUP)
         ev = [e for e in events(col.take(2, timeout=20)) if e["event"] == "model-loaded"]
