@@ -49,7 +49,7 @@ def write_bundle(
             f"{len(features)} feature names / {len(targets)} target names for a model with "
             f"{stack.features} inputs / {stack.outputs} outputs"
         )
-    device_stack = stack.with_scaling(scaler.x_offset, scaler.x_scale, scaler.y_offset, scaler.y_scale) if scaler else stack
+    device_stack = scaler.fold(stack) if scaler else stack
     onnx.save_model(build_step_graph(device_stack, cell, name=name), str(out / "model.onnx"))
     buf = io.BytesIO()
     np.savez(buf, **weight_arrays(device_stack))

@@ -168,7 +168,7 @@ def export_model(
         ref_name = "weights (float64)"
         result.notes.append(f"{framework} is not installed here: parity is against the file's weights in float64")
 
-    device = stack.with_scaling(scaler.x_offset, scaler.x_scale, scaler.y_offset, scaler.y_scale) if scaler else stack
+    device = scaler.fold(stack) if scaler else stack
     pairs = None
     if formats != ("onnx",) or quantize:
         pairs = _variants(device, out, feature_names, formats, quantize, calibration, data, progress, result)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_lstm.csvfile import read_columns
 from edge_lstm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_lstm_export.stack import Stack
 
 
 class ScalerError(ConfigError, ValueError):
@@ -30,6 +34,10 @@ class Scaler:
     x_scale: np.ndarray
     y_offset: np.ndarray
     y_scale: np.ndarray
+
+    def fold(self, stack: "Stack") -> "Stack":
+        """`stack` reading and writing sensor units: this scaling folded into its weights."""
+        return stack.with_scaling(self.x_offset, self.x_scale, self.y_offset, self.y_scale)
 
     def manifest(self) -> dict:
         """The manifest's `scaler` entry: `scaled = (x - x_min) * x_scale` for every kind."""

@@ -1,1 +1,26 @@
 """The `edge-lstm` subcommands, one module each."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from edge_lstm.errors import EdgeLstmError
+
+
+def connect_or_exit(broker: str, *, ca_file: str | None, password_env: str | None):
+    """A connected paho client for a command-line tool, or one clear error line and the exit code.
+
+    (The commands also run as `python -m edge_lstm.commands.<name>`, outside the CLI group
+    that reports errors, so they say it themselves.)
+    """
+    from edge_lstm.mqtt import connect_client
+
+    password = os.environ.get(password_env) if password_env else None
+    try:
+        return connect_client(broker, ca_file=ca_file, password=password)
+    except EdgeLstmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 import click
 
+from edge_lstm.commands import connect_or_exit
 from edge_lstm.errors import EdgeLstmError
 
 
@@ -37,18 +37,12 @@ def replay(file: str, broker: str, topic: str, rate: float, columns: tuple[str, 
       edge-lstm replay tests/data/airline-passengers.csv --broker localhost --topic sensors/airline/raw --rate 20
       cat readings.csv | edge-lstm replay - --topic sensors/boiler/raw --column temp --column rh
     """
-    from edge_lstm.mqtt import connect_client
     from edge_lstm.sources.replay import Pacer, csv_rows, open_text
 
     if "+" in topic or "#" in topic or not topic:
         click.echo(f"error: --topic {topic!r}: publish to one topic, without wildcards", err=True)
         sys.exit(2)
-    password = os.environ.get(password_env) if password_env else None
-    try:
-        client = connect_client(broker, ca_file=ca_file, password=password)
-    except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    client = connect_or_exit(broker, ca_file=ca_file, password_env=password_env)
     sent = 0
     t0 = time.monotonic()
     pacer = Pacer(rate)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import sys
 import threading
@@ -11,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from edge_lstm.errors import EdgeLstmError
+from edge_lstm.commands import connect_or_exit
 
 
 def describe(topic: str, payload: bytes) -> str:
@@ -66,14 +65,8 @@ def subscribe(topics: tuple[str, ...], broker: str, json_lines: bool, qos: str, 
       edge-lstm subscribe --broker mqtts://reader@broker.lan --ca ca.crt --password-env PW 'edge/#' --json
       edge-lstm subscribe 'edge/pi-01/stats' --count 1
     """
-    from edge_lstm.mqtt import connect_client
 
-    password = os.environ.get(password_env) if password_env else None
-    try:
-        client = connect_client(broker, ca_file=ca_file, password=password)
-    except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    client = connect_or_exit(broker, ca_file=ca_file, password_env=password_env)
     inbox: queue.Queue = queue.Queue()
     client.on_message = lambda c, u, m: inbox.put((m.topic, bytes(m.payload), bool(m.retain)))
     acked: set[int] = set()
