@@ -62,6 +62,12 @@ def publisher(broker, *, client_id: str = "", persistent: bool = False, protocol
     c.max_inflight_messages_set(100)
     c.connect(broker.host, broker.port, 30)
     c.loop_start()
+    # Wait for the CONNACK: `close()` right after publishing would otherwise find the client
+    # "not connected", disconnect at once and drop the publishes still queued in paho.
+    end = time.monotonic() + 10
+    while not c.is_connected() and time.monotonic() < end:
+        time.sleep(0.005)
+    assert c.is_connected(), f"publisher could not connect to {broker.host}:{broker.port}"
     return c
 
 
