@@ -13,18 +13,21 @@ command name against `commands.allow`, unknown keys, the stream id, and above al
 name of `load`: a plain name (letters, digits, `.`, `_`, `-`), no path and no `..`, resolved
 inside the configured bundle directory; the daemon then verifies every file of that bundle
 against its manifest hashes before swapping.
+
+Whatever the bytes, `parse` returns a `Command` or raises `CommandError` (tests fuzz it): the
+JSON rules are the sample payloads' (`edge_lstm.payload.parse_json`: no NaN, no number outside
+the float32 range, no repeated key, bounded nesting).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_lstm.errors import EdgeLstmError
-from edge_lstm.payload import PayloadError, validate_stream_id
+from edge_lstm.payload import PayloadError, number, parse_json, validate_stream_id
 
 MAX_COMMAND = 65536
 COMMANDS = {
@@ -79,19 +82,19 @@ def parse(payload: bytes, *, allow: list[str], bundle_dir: Path, features: int) 
     if len(payload) > MAX_COMMAND:
         raise CommandError(f"command is {len(payload)} bytes, the limit is {MAX_COMMAND}")
     try:
-        doc = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
-    except UnicodeDecodeError:
-        raise CommandError("command is not UTF-8 text") from None
-    except ValueError as exc:
-        raise CommandError(f"command is not valid JSON: {exc}") from None
+        doc = parse_json(bytes(payload).decode("utf-8").removeprefix("\ufeff"), what="command")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"command is not UTF-8 text (byte 0x{payload[exc.start]:02x} at offset {exc.start})") from None
+    except PayloadError as exc:
+        raise CommandError(exc.problem) from None
     if not isinstance(doc, dict):
         raise CommandError('command must be a JSON object like {"cmd": "reset", "stream": "s1"}')
     cid = doc.get("id")
     if cid is not None and (not isinstance(cid, str) or len(cid) > 64):
         raise CommandError("'id' must be a string of at most 64 characters")
     name = doc.get("cmd")
-    if name not in COMMANDS:
-        raise CommandError(f"'cmd' must be one of {sorted(COMMANDS)}, found {name!r}", id=cid)
+    if not isinstance(name, str) or name not in COMMANDS:
+        raise CommandError(f"'cmd' must be one of {sorted(COMMANDS)}, found {_shown(name)}", id=cid)
     if name not in allow:
         raise CommandError(f"command {name!r} is switched off on this device (commands.allow)", cmd=name, id=cid)
     extra = set(doc) - COMMANDS[name] - {"cmd", "id"}
@@ -108,14 +111,17 @@ def parse(payload: bytes, *, allow: list[str], bundle_dir: Path, features: int) 
     if name == "prime":
         rows = doc["values"]
         if not isinstance(rows, list) or not rows:
-            raise CommandError("prime: 'values' must be a non-empty list of samples", cmd=name, id=cid)
+            raise CommandError(f"prime: 'values' must be a non-empty list of samples, found {_shown(rows)}", cmd=name, id=cid)
         for i, row in enumerate(rows):
             row = row if isinstance(row, list) else [row]
-            if len(row) != features or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            if len(row) != features:
                 raise CommandError(
-                    f"prime: sample {i} must be {features} number(s), found {row!r}", cmd=name, id=cid
+                    f"prime: sample {i} must be {features} number(s), found {_shown(row)}", cmd=name, id=cid
                 )
-            values.append([float(v) for v in row])
+            try:
+                values.append([number(v, f"sample {i} value {j + 1}") for j, v in enumerate(row)])
+            except PayloadError as exc:
+                raise CommandError(f"prime: {exc.problem}", cmd=name, id=cid) from None
     bundle = None
     if name == "load":
         try:
@@ -125,5 +131,7 @@ def parse(payload: bytes, *, allow: list[str], bundle_dir: Path, features: int) 
     return Command(name, cid, stream, values, bundle)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
+def _shown(x: Any) -> str:
+    """`x` for a message: its repr, cut short."""
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."

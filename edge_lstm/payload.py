@@ -15,12 +15,19 @@ Accepted forms (F = the model's feature count, names from the bundle manifest):
 
 ``ts`` is optional (seconds since the epoch, a number); without it the runtime orders samples
 by arrival and cannot drop QoS 1 redeliveries, so senders should include it.
+
+Hostile input gets the same treatment as a sensor's mistake: whatever the bytes, `decode`
+returns a `Reading` or raises `PayloadError`, never anything else (tests fuzz it). Numbers must
+lie in the float32 range the models compute in (a 400-digit integer is refused, not turned into
+inf or an OverflowError); duplicate keys are refused (which one would the sender mean?); a
+leading UTF-8 byte-order mark is ignored; plain-text values are ASCII decimals.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -38,14 +45,20 @@ MAX_STREAM_ID = 64
 
 #: Keys of a JSON sample object that are not feature names.
 RESERVED_KEYS = ("ts", "value", "values")
+#: Largest magnitude a value may have: the engines compute in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: A plain-text value: an ASCII decimal (float() alone would also take '1_000' or other scripts' digits).
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_NON_FINITE_WORDS = {"nan", "inf", "infinity"}
 
 
 class PayloadError(EdgeLstmError, ValueError):
     """Raised when a sample payload or stream id is refused; no stream state was touched.
 
     `code` is a short stable identifier (``not-utf8``, ``not-json``, ``too-large``,
-    ``non-finite``, ``wrong-count``, ``bad-ts``, ``bad-value``, ``bad-shape``, ``unknown-key``,
-    ``empty``, ``bad-stream-id``) used for counting and on the errors topic.
+    ``non-finite``, ``out-of-range``, ``wrong-count``, ``bad-ts``, ``future-ts``, ``bad-value``,
+    ``bad-shape``, ``unknown-key``, ``duplicate-key``, ``empty``, ``bad-stream-id``) used for
+    counting and on the errors topic.
     """
 
     def __init__(self, code: str, problem: str, *, stream: str | None = None) -> None:
@@ -121,7 +134,7 @@ def decode(
             f"payload is not UTF-8 text (byte 0x{payload[exc.start]:02x} at offset {exc.start})",
             stream=stream,
         ) from None
-    body = text.strip()
+    body = text.removeprefix("\ufeff").strip()
     if not body:
         raise PayloadError("empty", "payload is empty", stream=stream)
     if body[0] in "{[":
@@ -133,18 +146,54 @@ def _reject_constant(name: str) -> float:
     raise PayloadError("non-finite", f"payload holds {name}; values must be finite numbers")
 
 
+def _parse_number(text: str) -> float:
+    """Every JSON number becomes a float at once, checked against the float32 range: a
+    400-digit integer or 1e999 is refused here, never overflowed or turned into inf later."""
+    v = float(text)
+    if not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+        shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
+        raise PayloadError(
+            "out-of-range",
+            f"payload holds the number {shown}; numbers must lie within ±{FLOAT32_MAX:.4g} "
+            "(the float32 range the model computes in)",
+        )
+    return v
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        twice = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+        raise PayloadError(
+            "duplicate-key", f"payload repeats the key(s) {twice}; send each key once"
+        )
+    return doc
+
+
+# One decoder, built once (json.loads with hooks would build one per call).
+_JSON = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_parse_number, parse_float=_parse_number,
+    object_pairs_hook=_unique_keys,
+)
+
+
+def parse_json(text: str, *, stream: str | None = None, what: str = "payload") -> Any:
+    """Parse JSON text under the payload rules (finite float32-range numbers, unique keys,
+    bounded nesting); PayloadError for anything else, whatever the text."""
+    try:
+        return _JSON.decode(text)
+    except PayloadError as exc:
+        raise PayloadError(exc.code, exc.problem.replace("payload", what, 1), stream=stream) from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise PayloadError("not-json", f"{what} is not valid JSON: {msg}", stream=stream) from None
+
+
 def _decode_json(
     body: str, features: Sequence[str], *, stream: str | None, strict_keys: bool
 ) -> Reading:
-    try:
-        doc = json.loads(body, parse_constant=_reject_constant)
-    except PayloadError as exc:
-        raise PayloadError(exc.code, exc.problem, stream=stream) from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise PayloadError(
-            "not-json", f"payload starts like JSON but is not valid JSON: {msg}", stream=stream
-        ) from None
+    doc = parse_json(body, stream=stream)
     if isinstance(doc, list):
         return Reading(_numbers(doc, features, "the JSON array", stream), None)
     ts = _ts(doc.get("ts"), stream)
@@ -191,28 +240,27 @@ def _decode_json(
             f"payload lacks the features {missing}; the model needs {list(features)}",
             stream=stream,
         )
-    return Reading(tuple(_number(doc[f], f"feature {f!r}", stream) for f in features), ts)
+    return Reading(tuple(number(doc[f], f"feature {f!r}", stream) for f in features), ts)
 
 
 def _decode_text(body: str, features: Sequence[str], *, stream: str | None) -> Reading:
     parts = [p.strip() for p in body.split(",")]
     values = []
     for i, part in enumerate(parts):
-        try:
-            v = float(part)
-        except ValueError:
+        what = f"value {i + 1}"
+        if part.lower().lstrip("+-") in _NON_FINITE_WORDS:
+            raise PayloadError(
+                "non-finite", f"{what} is {part!r}; values must be finite", stream=stream
+            )
+        if not _DECIMAL.fullmatch(part):
             shown = part if len(part) <= 32 else part[:32] + "..."
             raise PayloadError(
                 "bad-value",
-                f"value {i + 1} is {shown!r}, not a number (plain-text payloads are numbers "
+                f"{what} is {shown!r}, not a number (plain-text payloads are decimal numbers "
                 "separated by commas, e.g. '21.3,40.1'; JSON must start with '{' or '[')",
                 stream=stream,
-            ) from None
-        if not math.isfinite(v):
-            raise PayloadError(
-                "non-finite", f"value {i + 1} is {part!r}; values must be finite", stream=stream
             )
-        values.append(v)
+        values.append(_in_range(float(part), what, stream))
     _check_count(len(values), features, stream)
     return Reading(tuple(values), None)
 
@@ -232,18 +280,37 @@ def _kind(x: Any) -> str:
     return f"{x!r}"
 
 
-def _number(x: Any, what: str, stream: str | None) -> float:
+def number(x: Any, what: str, stream: str | None = None) -> float:
+    """`x` as a float if it is a JSON number within the float32 range, else PayloadError.
+
+    Booleans are not numbers here (JSON `true` is not 1), and no input raises anything else:
+    a huge Python int is refused, not overflowed.
+    """
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise PayloadError("bad-value", f"{what} must be a number, found {_kind(x)}", stream=stream)
-    v = float(x)  # a huge JSON integer overflows to inf here
-    if not math.isfinite(v):
+    try:
+        v = float(x)
+    except OverflowError:
+        v = math.inf if x > 0 else -math.inf
+    if math.isnan(v) or (math.isinf(v) and isinstance(x, float)):
         raise PayloadError("non-finite", f"{what} is not a finite number", stream=stream)
+    return _in_range(v, what, stream)
+
+
+def _in_range(v: float, what: str, stream: str | None) -> float:
+    if not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+        raise PayloadError(
+            "out-of-range",
+            f"{what} is {v:.4g}; numbers must lie within ±{FLOAT32_MAX:.4g} (the float32 range "
+            "the model computes in)",
+            stream=stream,
+        )
     return v
 
 
 def _numbers(items: list, features: Sequence[str], what: str, stream: str | None) -> tuple:
     _check_count(len(items), features, stream)
-    return tuple(_number(x, f"{what} item {i + 1}", stream) for i, x in enumerate(items))
+    return tuple(number(x, f"{what} item {i + 1}", stream) for i, x in enumerate(items))
 
 
 def _check_count(n: int, features: Sequence[str], stream: str | None) -> None:
@@ -265,7 +332,10 @@ def _ts(x: Any, stream: str | None) -> float | None:
             f"'ts' must be a number (seconds since the epoch), found {_kind(x)}",
             stream=stream,
         )
-    v = float(x)
+    try:
+        v = float(x)
+    except OverflowError:
+        v = math.inf
     if not math.isfinite(v):
         raise PayloadError("bad-ts", "'ts' is not a finite number", stream=stream)
     return v

@@ -28,6 +28,9 @@ TWO = ["temp", "rh"]
         (b'{"rh": 40.1, "ts": 3, "temp": 21.3}', TWO, Reading((21.3, 40.1), 3.0)),
         (b"[21.3, 40.1]", TWO, Reading((21.3, 40.1), None)),
         (b'{"ts": null, "value": -1e-3}', ONE, Reading((-0.001,), None)),
+        (b'\xef\xbb\xbf{"value": 431}', ONE, Reading((431.0,), None)),  # a UTF-8 byte-order mark
+        (b"-0", ONE, Reading((0.0,), None)),
+        (b'{"value": 3.4e38}', ONE, Reading((3.4e38,), None)),  # the float32 range's edge
     ],
 )
 def test_accepted_forms(payload, features, expected):
@@ -46,7 +49,25 @@ def test_accepted_forms(payload, features, expected):
         (b"21.3,inf", TWO, "non-finite", "value 2"),
         (b'{"value": NaN}', ONE, "non-finite", "NaN"),
         (b'{"values": [1, Infinity]}', TWO, "non-finite", "Infinity"),
-        (b'{"value": 1e999}', ONE, "non-finite", "finite"),
+        (b'{"value": 1e999}', ONE, "out-of-range", "the number 1e999"),
+        (b'{"value": 1' + b"0" * 400 + b"}", ONE, "out-of-range", "(401 characters)"),
+        (b'{"values": [1, -1' + b"0" * 400 + b"]}", TWO, "out-of-range", "float32 range"),
+        (b'{"ts": 1' + b"0" * 400 + b', "value": 1}', ONE, "out-of-range", "numbers must lie within"),
+        (b'{"value": 3.5e38}', ONE, "out-of-range", "3.5e38"),
+        (b"1e39", ONE, "out-of-range", "value 1 is 1e+39"),
+        (b"1" + b"0" * 400, ONE, "out-of-range", "value 1 is inf"),
+        (b"-Infinity", ONE, "non-finite", "'-Infinity'"),
+        (b"1_000", ONE, "bad-value", "'1_000', not a number"),
+        ("\u0661\u0662".encode(), ONE, "bad-value", "not a number"),
+        (b'{"value": 1, "value": 2}', ONE, "duplicate-key", "repeats the key(s) ['value']"),
+        (b"[" * 5000 + b"]" * 5000, ONE, "too-large", "10000 bytes"),
+        (b'{"value": "NaN"}', ONE, "bad-value", "the string 'NaN'"),
+        (b'{"value": null}', ONE, "bad-value", "found null"),
+        (b'{"value": {}}', ONE, "bad-value", "found an object"),
+        (b'{"values": [[1], 2]}', TWO, "bad-value", "item 1 must be a number, found a list"),
+        (b'{"ts": 1e400, "value": 1}', ONE, "out-of-range", "1e400"),
+        (b"", ONE, "empty", "empty"),
+        (b"\xef\xbb\xbf", ONE, "empty", "empty"),
         (b"1,2,3", TWO, "wrong-count", "3 values, the model needs 2"),
         (b'{"values": [1]}', TWO, "wrong-count", "1 value, the model needs 2"),
         (b'{"temp": 1}', TWO, "wrong-count", "lacks the features ['rh']"),
@@ -77,7 +98,7 @@ def test_refused_forms(payload, features, code, words):
 
 def test_size_limit_is_configurable():
     """The limit applies before decoding, at the configured size."""
-    assert decode(b"1" * 100, ONE, max_bytes=100).values == (float("1" * 100),)
+    assert decode(b"0" * 99 + b"7", ONE, max_bytes=100).values == (7.0,)
     with pytest.raises(PayloadError, match="101 bytes, the limit is 100"):
         decode(b"1" * 101, ONE, max_bytes=100)
 
