@@ -1,7 +1,9 @@
 """Open an edge-lstm bundle: read the manifest, check it, and hand out verified variant bytes.
 
 The bundle is the contract between the exporter and the device (DESIGN.md). Nothing in it is
-pickled; every variant's sha256 is checked before an engine sees the bytes.
+pickled; every variant's sha256 is checked before an engine sees the bytes, and every file the
+manifest names must lie inside the bundle directory (a manifest is input too: `../../x.onnx`
+or a symlink out of the directory is refused, not loaded).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_lstm.errors import BundleError
+from edge_lstm.errors import BundleError, BundleIntegrityError
 
 FORMAT = "edge-lstm-bundle"
 FORMAT_VERSION = 1
@@ -120,14 +122,34 @@ class Bundle:
     @cached_property
     def variants(self) -> list[Variant]:
         out = []
+        mf = self.path / "manifest.json"
         for i, v in enumerate(self.manifest["variants"]):
             try:
-                out.append(
-                    Variant(v["file"], v["backend"], v["precision"], v["sha256"], int(v.get("bytes", -1)), self.path / v["file"])
-                )
-            except (KeyError, TypeError):
-                raise BundleError(f"{self.path / 'manifest.json'}: variants[{i}] lacks file/backend/precision/sha256") from None
+                file, backend, precision, sha = v["file"], v["backend"], v["precision"], v["sha256"]
+                size = int(v.get("bytes", -1))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise BundleError(f"{mf}: variants[{i}] lacks file/backend/precision/sha256") from None
+            out.append(Variant(file, backend, precision, sha, size, self._inside(file, f"variants[{i}].file")))
         return out
+
+    def _inside(self, name: object, key: str) -> Path:
+        """The path of a file the manifest names, which must be a plain relative path that
+        stays inside the bundle directory, symlinks resolved; BundleError otherwise."""
+        mf = self.path / "manifest.json"
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise BundleError(f"{mf}: {key} must be a file name inside the bundle, found {name!r}")
+        rel = Path(name)
+        root = self.path.resolve()
+        try:
+            outside = rel.is_absolute() or ".." in rel.parts or root not in (root / rel).resolve().parents
+        except (OSError, RuntimeError):  # a symlink loop
+            outside = True
+        if outside:
+            raise BundleError(
+                f"{mf}: {key} is {name!r}, which points outside the bundle directory {root}; a manifest "
+                "may only name files inside its own bundle (tampered or hand-edited manifest: re-export it)"
+            )
+        return self.path / rel
 
     def variant(self, backend: str, precision: str | None = None) -> Variant:
         """The variant for `backend`: `precision` if given, else the most accurate one there is."""
@@ -152,7 +174,7 @@ class Bundle:
             raise BundleError(f"{variant.path}: listed in the manifest but missing; copy the whole bundle directory") from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != variant.sha256:
-            raise BundleError(
+            raise BundleIntegrityError(
                 f"{variant.path}: sha256 {digest[:12]}... does not match the manifest's {variant.sha256[:12]}...; "
                 "the file is corrupt or was changed after export: copy the bundle again"
             )

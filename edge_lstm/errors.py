@@ -16,6 +16,11 @@ class BundleError(EdgeLstmError):
     exit_code = 2
 
 
+class BundleIntegrityError(BundleError):
+    """Raised when a bundle file does not match its manifest hash: a corrupt copy or tampering.
+    Never a reason to fall back to another variant quietly."""
+
+
 class ConfigError(EdgeLstmError):
     """Raised when a config file, option or argument is invalid."""
 

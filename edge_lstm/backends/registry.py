@@ -2,7 +2,9 @@
 
 `auto` tries onnx (onnxruntime), then litert (ai-edge-litert, or the legacy tflite-runtime),
 then numpy, and takes the first one that is installed and has a variant in the bundle; it
-logs which it took and why it skipped the others (also kept as `engine.selection`).
+logs which it took and why it skipped the others (also kept as `engine.selection`). A variant
+that fails its sha256 is not skipped: `BundleIntegrityError` stops `auto` there, because a
+tampered or half-copied bundle must be noticed, not run on whatever variant still matches.
 Engine modules are imported only when asked for, so a device without onnxruntime or LiteRT
 still runs on NumPy.
 """
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.errors import BackendUnavailableError, BundleError, ConfigError
+from edge_lstm.errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
 
 log = logging.getLogger("edge_lstm.backends")
 
@@ -45,6 +47,8 @@ def open_backend(bundle: Any, name: str = "auto", precision: str | None = None, 
     for candidate in AUTO_ORDER:
         try:
             engine = _OPENERS[candidate](bundle, precision, threads)
+        except BundleIntegrityError:
+            raise
         except (BackendUnavailableError, BundleError) as exc:
             skipped.append(f"{candidate} ({exc})")
             continue
