@@ -8,7 +8,9 @@ names the file, the dotted key, what was expected and what was found.
 Secrets never sit in the file: `mqtt.password_env` names an environment variable. The
 command line can override the bundle (`--bundle DIR`) and the broker
 (`--broker mqtt://[user[:pass]@]host[:port]`, `mqtts://` for TLS), so one file serves many
-machines.
+machines. An override never weakens the file's security silently: `mqtt://` against a config
+that enables TLS is refused unless `allow_plaintext` (`--allow-plaintext`) says it is meant,
+and a bare `host[:port]` keeps the file's TLS setting.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class SinkConfig:
 
 @dataclass
 class TopicsConfig:
-    status: str = _f("edge/{device}/status", "Retained `online`/`offline` (also the last will).")
+    status: str = _f("edge/{device}/status", "Retained `online`/`degraded`/`offline` (`offline` is also the last will).")
+    health: str = _f("edge/{device}/health", "Retained health document (status, reasons, since), as JSON.")
     errors: str = _f("edge/{device}/errors", "Refused samples and commands, as JSON.")
     stats: str = _f("edge/{device}/stats", "Periodic counters and latency, as JSON.")
     events: str = _f("edge/{device}/events", "Stream expiry/reset, model loads, snapshots, as JSON.")
@@ -154,6 +157,8 @@ class PipelineConfig:
     max_payload: int = _f(4096, "Largest accepted sample payload in bytes.", min=16)
     max_stream_id: int = _f(64, "Longest accepted stream id in characters.", min=1, max=1024)
     strict_keys: bool = _f(True, "Refuse JSON samples with keys that are neither `ts`/`value`/`values` nor feature names.")
+    max_future_skew: float = _f(300.0, "Refuse a sample whose `ts` is more than this many seconds ahead of the device's clock (accepted, it would silence its stream until the clock caught up); 0 = no check.", min=0)
+    stall_timeout: float = _f(30.0, "Seconds without progress (samples waiting but no batch done, or a message handler stuck) after which the status goes `degraded`.", min=1)
     stats_interval: float = _f(10.0, "Seconds between stats messages; 0 = none.", min=0)
     error_rate: float = _f(20.0, "Most error messages published per second (the rest are counted).", min=0)
 
@@ -162,6 +167,7 @@ class PipelineConfig:
 class CommandsConfig:
     enabled: bool = _f(True, "Listen on the command topic.")
     allow: list[str] = _f(["reset", "prime", "load", "snapshot"], "Commands accepted.", choices=("reset", "prime", "load", "snapshot"))
+    rate: float = _f(50.0, "Most commands accepted per second (bursts up to the same number); the rest are refused as `rate-limited`, so a flood cannot starve inference.", min=0.1)
 
 
 @dataclass
@@ -265,6 +271,7 @@ def load(
     *,
     bundle: str | None = None,
     broker: str | None = None,
+    allow_plaintext: bool = False,
     environ: typing.Mapping[str, str] | None = None,
 ) -> Config:
     """Read, validate and resolve a config file, then apply command-line overrides."""
@@ -279,7 +286,8 @@ def load(
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_dict(doc, source=str(path), base=path.parent, bundle=bundle, broker=broker, environ=environ)
+    return from_dict(doc, source=str(path), base=path.parent, bundle=bundle, broker=broker,
+                     allow_plaintext=allow_plaintext, environ=environ)
 
 
 def from_dict(
@@ -289,6 +297,7 @@ def from_dict(
     base: Path | None = None,
     bundle: str | None = None,
     broker: str | None = None,
+    allow_plaintext: bool = False,
     environ: typing.Mapping[str, str] | None = None,
 ) -> Config:
     """Validate a parsed TOML document into a `Config` (see `load`)."""
@@ -318,7 +327,7 @@ def from_dict(
             )
         cfg.password = env[cfg.mqtt.password_env]
     if broker is not None:
-        apply_broker_url(cfg, broker)
+        apply_broker_url(cfg, broker, allow_plaintext=allow_plaintext)
     _check(cfg)
     return cfg
 
@@ -343,19 +352,20 @@ def parse_broker_url(url: str) -> BrokerUrl:
     if "://" not in url:
         url = "mqtt://" + url
     parts = urlsplit(url)
+    shown = redact_broker_url(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(
-            f"--broker {url!r}: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., "
+            f"--broker {shown!r}: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., "
             f"found the scheme {parts.scheme!r}"
         )
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"--broker {url!r}: the port is not a number between 0 and 65535") from None
+        raise ConfigError(f"--broker {shown!r}: the port is not a number between 0 and 65535") from None
     if not parts.hostname:
-        raise ConfigError(f"--broker {url!r}: no host name")
+        raise ConfigError(f"--broker {shown!r}: no host name")
     if parts.path not in ("", "/"):
-        raise ConfigError(f"--broker {url!r}: a broker URL has no path, found {parts.path!r}")
+        raise ConfigError(f"--broker {shown!r}: a broker URL has no path, found {parts.path!r}")
     return BrokerUrl(
         parts.hostname, port or 0, parts.scheme == "mqtts",
         unquote(parts.username) if parts.username is not None else None,
@@ -363,17 +373,57 @@ def parse_broker_url(url: str) -> BrokerUrl:
     )
 
 
-def apply_broker_url(cfg: Config, url: str) -> None:
-    """Apply `mqtt://[user[:pass]@]host[:port]` (or `mqtts://`) to `cfg.mqtt`."""
+def apply_broker_url(cfg: Config, url: str, *, allow_plaintext: bool = False) -> None:
+    """Apply `mqtt://[user[:pass]@]host[:port]` (or `mqtts://`) to `cfg.mqtt`.
+
+    A bare `host[:port]` changes only the address and keeps the config's TLS setting;
+    `mqtt://` against a config with `mqtt.tls.enabled = true` would send the password and
+    every sample in clear text, so it is refused unless `allow_plaintext`.
+    """
     b = parse_broker_url(url)
+    schemed = "://" in url
+    if schemed and not b.tls and cfg.mqtt.tls.enabled and not allow_plaintext:
+        raise ConfigError(
+            f"--broker {redact_broker_url(url)!r}: {cfg.source_file} enables TLS (mqtt.tls.enabled = true) and "
+            "mqtt:// would turn it off, sending the password and every sample in clear text; use "
+            f"mqtts://{b.host}{f':{b.port}' if b.port else ''} (or a bare host name, which keeps the "
+            "config's TLS), or add --allow-plaintext if clear text is really meant"
+        )
     cfg.mqtt.host = b.host
     cfg.mqtt.port = b.port
-    cfg.mqtt.tls.enabled = b.tls
+    if schemed:
+        cfg.mqtt.tls.enabled = b.tls
     if b.username is not None:
         cfg.mqtt.username = b.username
     if b.password is not None:
         cfg.password = b.password
     cfg.mqtt_configured = True
+
+
+def redact_broker_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages and logs."""
+    head, sep, rest = url.rpartition("@")
+    if not sep or ":" not in head.split("://")[-1]:
+        return url
+    scheme, _, userinfo = head.rpartition("://")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme + '://' if scheme else ''}{user}:***@{rest}"
+
+
+def password_in_url_warning(url: str, env_hint: str) -> str | None:
+    """A warning when `url` carries a password (every local user sees it in `ps` and the
+    shell history), pointing at the environment variable to use instead; else None."""
+    try:
+        b = parse_broker_url(url)
+    except ConfigError:
+        return None
+    if b.password is None:
+        return None
+    return (
+        f"warning: the password in --broker {redact_broker_url(url)!r} is visible to every user of "
+        f"this machine (ps, /proc, shell history); put it in an environment variable instead "
+        f"({env_hint}) and drop it from the URL"
+    )
 
 
 def _build(cls: type, doc: Any, source: str, prefix: str) -> Any:
@@ -457,7 +507,7 @@ def _nearest(name: str, candidates: typing.Iterable[str]) -> str | None:
     return got[0] if got else None
 
 
-_TOPIC_FIELDS = ("status", "errors", "stats", "events", "model", "cmd")
+_TOPIC_FIELDS = ("status", "health", "errors", "stats", "events", "model", "cmd")
 
 
 def _check(cfg: Config) -> None:

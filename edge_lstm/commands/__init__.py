@@ -16,8 +16,12 @@ def connect_or_exit(broker: str, *, ca_file: str | None, password_env: str | Non
     (The commands also run as `python -m edge_lstm.commands.<name>`, outside the CLI group
     that reports errors, so they say it themselves.)
     """
+    from edge_lstm.config import password_in_url_warning
     from edge_lstm.mqtt import connect_client
 
+    warning = password_in_url_warning(broker, "--password-env VAR")
+    if warning:
+        click.echo(warning, err=True)
     password = os.environ.get(password_env) if password_env else None
     try:
         return connect_client(broker, ca_file=ca_file, password=password)

@@ -43,10 +43,14 @@ def check_config(cfg: config_mod.Config) -> str:
               help="Daemon config file (TOML); see configs/ for examples.")
 @click.option("--check", is_flag=True, help="Validate the config, the files it names and the bundle, then exit.")
 @click.option("--bundle", metavar="DIR", help="Bundle directory to run instead of the config's model.bundle.")
-@click.option("--broker", metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://...; overrides [mqtt].")
+@click.option("--broker", metavar="URL", help="mqtt://[user@]host[:port] or mqtts://...; overrides [mqtt] "
+              "(a bare host[:port] keeps the config's TLS setting).")
+@click.option("--allow-plaintext", is_flag=True,
+              help="Let an mqtt:// --broker turn off the TLS the config enables (clear-text password and samples).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None,
               help="Override log.level.")
-def run(config_path: str, check: bool, bundle: str | None, broker: str | None, log_level: str | None) -> None:
+def run(config_path: str, check: bool, bundle: str | None, broker: str | None, allow_plaintext: bool,
+        log_level: str | None) -> None:
     """Run the edge daemon: samples in (MQTT or serial), forecasts out.
 
     \b
@@ -54,13 +58,18 @@ def run(config_path: str, check: bool, bundle: str | None, broker: str | None, l
       edge-lstm run --config configs/pi-mqtt.toml
       edge-lstm run --config configs/pi-mqtt.toml --check
       edge-lstm run --config configs/demo.toml --bundle bundles/airline-lstm
-      edge-lstm run --config configs/serial.toml --broker mqtts://dev:secret@broker.lan
+      EDGE_MQTT_PASSWORD=... edge-lstm run --config configs/serial.toml --broker mqtts://dev@broker.lan
 
     SIGTERM/SIGINT drain the queue, snapshot the streams and exit 0; SIGHUP reloads the
     bundle. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
     """
     try:
-        cfg = config_mod.load(config_path, bundle=bundle, broker=broker)
+        cfg = config_mod.load(config_path, bundle=bundle, broker=broker, allow_plaintext=allow_plaintext)
+        if broker is not None:
+            env = cfg.mqtt.password_env or "e.g. EDGE_MQTT_PASSWORD"
+            warning = config_mod.password_in_url_warning(broker, f"${env}, named by mqtt.password_env")
+            if warning:
+                click.echo(warning, err=True)
         setup_logging(log_level or cfg.log.level)
         if check:
             click.echo(check_config(cfg))
