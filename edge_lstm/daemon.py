@@ -7,17 +7,23 @@
 
 - The source's thread only decodes and queues (`edge_lstm.intake`), so the network is
   serviced while the model runs. Bad input is refused there, counted and reported on the
-  errors topic (rate limited), and never reaches a stream's state.
+  errors topic (rate limited), and never reaches a stream's state; so is a timestamp too far
+  ahead of the device's clock (`pipeline.max_future_skew`).
 - The inference thread takes everything queued (up to `pipeline.max_batch`) and steps it
   with one `Runtime.push_many` call: one engine call per round, each stream's samples in
   order. Duplicates and out-of-order timestamps (QoS 1 redeliveries) are dropped by the
-  runtime and counted, so a sample never yields a second forecast.
+  runtime, counted and reported, so a sample never yields a second forecast.
+- Nothing kills a thread: a failure in a paho callback, a batch or a command is logged with
+  its traceback, counted and reported as `internal-error` on the errors topic. A watchdog
+  (`edge_lstm.health`) turns the retained status `degraded`, with the reason in the retained
+  health document, when samples wait and nothing progresses, and back to `online`.
 - The same thread runs everything that touches the runtime: commands (reset, prime, load,
   snapshot), SIGHUP reloads, stream expiry, periodic snapshots and stats, so the runtime
   needs no lock and a model swap happens between two batches without losing a sample
   (they wait in the backlog).
-- Service topics: status (retained online/offline, last will), errors, stats, events and
-  a retained model-info topic; the command topic `edge/<device>/cmd` when enabled.
+- Service topics: status (retained online/degraded/offline, last will), health, errors,
+  stats, events and a retained model-info topic; the command topic `edge/<device>/cmd` when
+  enabled, rate limited (`commands.rate`) so that a flood cannot starve inference.
 - SIGTERM/SIGINT: stop the source, drain the backlog, snapshot, publish offline, exit 0.
 """
 
@@ -38,7 +44,8 @@ from edge_lstm.bundle import Bundle
 from edge_lstm.config import Config
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.forecaster import Dropped, Forecast, Runtime, Sample
-from edge_lstm.intake import Incoming, Intake, Refusal
+from edge_lstm.health import Watchdog
+from edge_lstm.intake import Incoming, Intake, Refusal, duration
 from edge_lstm.mqtt import MqttLink
 from edge_lstm.payload import encode_error, encode_forecast
 from edge_lstm.stats import LatencyWindow, RateLimit
@@ -50,10 +57,11 @@ EXPIRE_EVERY = 5.0
 
 
 def open_runtime(cfg: Config, bundle: str | Path | Bundle | None = None) -> Runtime:
-    """The runtime the config asks for (bundle, backend, mode, horizon, gaps, expiry)."""
+    """The runtime the config asks for (bundle, backend, mode, horizon, gaps, expiry); the
+    config's bundle is verified whole first (every variant's hash, not only the one run)."""
     m = cfg.model
     return Runtime.open(
-        bundle if bundle is not None else m.bundle,
+        bundle if bundle is not None else verify_bundle(Path(m.bundle)),
         backend=m.backend,
         precision=m.precision or None,
         mode=m.mode,
@@ -87,7 +95,7 @@ class Daemon:
         self.error_limit = RateLimit(p.error_rate)
         self.counts: dict[str, int] = dict.fromkeys(
             ("received", "refused", "forecasts", "duplicates", "out_of_order", "rejected", "batches",
-             "commands", "commands_refused", "snapshots", "internal_errors"), 0)
+             "commands", "commands_refused", "rate_limited", "snapshots", "internal_errors"), 0)
         self.refused_by_code: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self.restored: snapshot.Restored | None = None
@@ -99,12 +107,21 @@ class Daemon:
         self._control: queue.Queue = queue.Queue()
         self._warm: set[str] = set()
         self._thread = threading.Thread(target=self._infer_loop, name="edge-lstm-inference", daemon=True)
+        self._progress_at = time.monotonic()  # the inference loop's last turn
+        self.command_limit = RateLimit(cfg.commands.rate)
 
         self.link = MqttLink(cfg, status_topic=cfg.topic("status")) if cfg.uses_mqtt else None
         self.intake = Intake(
             self.runtime.features, self._accept, self._refused,
             max_payload=p.max_payload, max_stream_id=p.max_stream_id, strict_keys=p.strict_keys,
+            max_future_skew=p.max_future_skew,
         )
+        probes = [self._inference_health]
+        if self.link is not None:
+            self.link.on_internal_error.append(
+                lambda where, exc, topic: self._internal_error(where, exc, topic, logged=True))
+            probes.append(lambda: self.link.health(p.stall_timeout))
+        self.watchdog = Watchdog(probes, self._health_changed)
         self.source = self._make_source()
         self.sink = self._make_sink(stdout)
 
@@ -160,10 +177,12 @@ class Daemon:
             self.restored = snapshot.restore(self.runtime, self.cfg.snapshot.path)
             if self.restored.streams:
                 log.info("restored %d streams from %s", self.restored.streams, self.cfg.snapshot.path)
+                self._rewind_future_clocks()
             else:
                 log.info("no warm restart: %s", self.restored.reason)
         if self.link is not None:
             self.link.on_connected.append(self._publish_model_info)
+            self.link.on_connected.append(self._publish_health)
             if self.cfg.commands.enabled:
                 self.link.subscribe(self.cfg.topic("cmd"), 1, self._on_command)
         # The source subscribes before the link connects, so every subscription is made (and
@@ -174,6 +193,7 @@ class Daemon:
             if connect_timeout and self.link.wait_connected(connect_timeout):
                 self.link.wait_subscribed(connect_timeout)
         self._thread.start()
+        self.watchdog.start()
         self.event("started", restored=self.restored.streams if self.restored else 0,
                    bundle=self.runtime.bundle.name if self.runtime.bundle else None)
         log.info(
@@ -186,6 +206,7 @@ class Daemon:
         """Stop the source, drain the backlog, snapshot, say offline, disconnect."""
         if self._stopped.is_set():
             return
+        self.watchdog.stop()
         self.source.stop()
         end = time.monotonic() + drain_timeout
         while (len(self.backlog) or not self._idle.is_set()) and time.monotonic() < end and self._thread.is_alive():
@@ -197,6 +218,8 @@ class Daemon:
         if self.cfg.snapshot.path:
             self._snapshot("shutdown")
         self._publish_stats()
+        self.watchdog.status, self.watchdog.reasons = "offline", []
+        self._publish_health()
         if self.link is not None:
             self.link.stop()
         self.sink.flush()
@@ -252,15 +275,15 @@ class Daemon:
         next_expire = time.monotonic() + expire_every if cfg.model.idle_timeout else float("inf")
         max_batch = cfg.pipeline.max_batch
         while True:
+            self._progress_at = time.monotonic()
             self._idle.set()
             batch = self.backlog.take(max_batch, 0.05)
             if batch:
                 self._idle.clear()
                 try:
                     self._step(batch)
-                except Exception:  # the daemon must outlive a bug: count it, log it, carry on
-                    self.counts["internal_errors"] += 1
-                    log.exception("inference failed on a batch of %d samples (dropped)", len(batch))
+                except Exception as exc:  # the daemon must outlive a bug: count it, report it, carry on
+                    self._internal_error(f"inference on a batch of {len(batch)} samples (dropped)", exc, None)
                     self._ack(batch)  # or they would hold the broker's window forever
             elif self._halt.is_set():
                 return
@@ -312,7 +335,7 @@ class Daemon:
                     horizon=res.horizon, model=model, variant=variant, latency_ms=lat * 1000.0,
                     warming_up=res.warming_up))
             elif cls is Dropped:
-                counts["duplicates" if res.reason == "duplicate" else "out_of_order"] += 1
+                self._dropped(res)
             else:
                 counts["rejected"] += 1
                 self._report("rejected", getattr(res, "problem", str(res)), stream=item.stream, source="runtime")
@@ -325,8 +348,16 @@ class Daemon:
     # ------------------------------------------------------------------ control
 
     def _on_command(self, topic: str, payload: bytes, token: int) -> None:
-        """paho thread: hand the raw command to the inference thread."""
-        self._control.put(("command", payload))
+        """paho thread: hand the raw command to the inference thread (or refuse a flood)."""
+        if self.command_limit.allow():
+            self._control.put(("command", payload))
+        else:
+            with self._count_lock:
+                self.counts["rate_limited"] += 1
+                n = self.counts["rate_limited"]
+            self._report("rate-limited",
+                         f"command refused unread: more than {self.cfg.commands.rate:g} commands per second "
+                         f"(commands.rate); {n} refused so far", topic=topic, source="cmd", count=n)
         self.link.ack(token)
 
     def _run_control(self) -> None:
@@ -342,9 +373,8 @@ class Daemon:
                     self._snapshot("request")
                 elif kind == "reload":
                     self._load(Path(self.cfg.model.bundle), reason="reload")
-            except Exception:
-                self.counts["internal_errors"] += 1
-                log.exception("control action %s failed", kind)
+            except Exception as exc:
+                self._internal_error(f"the control action {kind!r}", exc, self.cfg.topic("cmd") if kind == "command" else None)
 
     def _command(self, payload: bytes) -> None:
         self.counts["commands"] += 1
@@ -357,7 +387,9 @@ class Daemon:
         rt = self.runtime
         try:
             if cmd.cmd == "reset":
-                rt.reset(cmd.stream)
+                if not rt.reset(cmd.stream):
+                    raise control.CommandError(
+                        f"stream {cmd.stream!r} is unknown (it never sent a sample, or expired); nothing was reset")
                 self._warm.discard(cmd.stream)
                 self.event("streams-reset", reason="command", streams=[cmd.stream], count=1)
             elif cmd.cmd == "prime":
@@ -369,7 +401,7 @@ class Daemon:
                 if not self.cfg.snapshot.path:
                     raise control.CommandError("snapshot: no snapshot.path is configured on this device")
                 self._snapshot("command")
-        except (EdgeLstmError, ValueError) as exc:
+        except (EdgeLstmError, ValueError, OSError) as exc:
             self._command_refused(f"{cmd.cmd}: {exc}", cmd.cmd, cmd.id)
             return
         self.event("command", cmd=cmd.cmd, id=cmd.id, ok=True,
@@ -421,6 +453,75 @@ class Daemon:
             self.counts["refused"] += 1
             n = self.refused_by_code[err.code] = self.refused_by_code.get(err.code, 0) + 1
         self._report(err.code, err.problem, stream=err.stream, topic=refusal.topic, source=refusal.source, count=n)
+
+    def _dropped(self, res: Dropped) -> None:
+        """Inference thread: count and report a sample dropped for its timestamp (rate limited)."""
+        dup = res.reason == "duplicate"
+        key = "duplicates" if dup else "out_of_order"
+        self.counts[key] += 1
+        if dup:
+            problem = (f"'ts' {res.ts!r} equals the stream's last timestamp: sample dropped as a duplicate "
+                       "(a QoS 1 redelivery, or the sender repeating itself)")
+        else:
+            problem = (f"'ts' {res.ts!r} is {duration(res.last_ts - res.ts)} older than the stream's last "
+                       f"timestamp {res.last_ts!r}: sample dropped as out of order; if the stream's clock is "
+                       f"wrong, the command {{\"cmd\": \"reset\", \"stream\": \"{res.stream}\"}} clears it")
+        self._report(res.reason, problem, stream=res.stream, source="runtime", count=self.counts[key])
+
+    def _internal_error(self, where: str, exc: BaseException, topic: str | None, *, logged: bool = False) -> None:
+        """Any thread: a bug met at `where`; count it, log it (unless the link did), report it
+        as `internal-error` on the errors topic."""
+        with self._count_lock:
+            self.counts["internal_errors"] += 1
+            n = self.counts["internal_errors"]
+        if not logged:
+            log.error("internal error in %s (the daemon carries on):", where, exc_info=exc)
+        self._report("internal-error",
+                     f"{where}: {type(exc).__name__}: {exc}; the daemon carried on (traceback in its log)"
+                     + ("; the message was acknowledged and dropped" if topic and "message" in where else ""),
+                     topic=topic, source="daemon", count=n)
+
+    def _rewind_future_clocks(self) -> None:
+        """After a restore: a stream whose clock is far in the future would drop every sample."""
+        skew = self.cfg.pipeline.max_future_skew
+        if not skew:
+            return
+        now = time.time()
+        gone = self.runtime.rewind_clocks(now + skew)
+        if gone:
+            log.warning("%d restored stream(s) had a last timestamp more than pipeline.max_future_skew = %g s "
+                        "ahead of this device's clock; their clocks were cleared (states kept): %s",
+                        len(gone), skew, ", ".join(gone[:10]))
+            self.event("clocks-cleared", reason="future-ts", streams=gone[:100], count=len(gone))
+
+    def _inference_health(self) -> str | None:
+        """Watchdog probe: the inference thread is alive and turning while work waits."""
+        if self._stopped.is_set() or self._halt.is_set():
+            return None
+        if not self._thread.is_alive():
+            return "the inference thread has ended: no forecast can be made"
+        stalled = time.monotonic() - self._progress_at
+        waiting = len(self.backlog) + self._control.qsize()
+        if waiting and stalled > self.cfg.pipeline.stall_timeout:
+            return f"inference has made no progress for {stalled:.0f} s with {waiting} sample(s)/command(s) waiting"
+        return None
+
+    def _health_changed(self, status: str, reasons: list[str]) -> None:
+        if self.link is not None:
+            self.link.set_status(status)
+        self._publish_health()
+        self.event("health", status=status, reasons=reasons)
+
+    def health(self) -> dict:
+        """The health document: status (online/degraded/offline), reasons, since when."""
+        w = self.watchdog
+        return {"status": w.status, "reasons": list(w.reasons), "since": round(w.since, 3),
+                "time": round(time.time(), 3)}
+
+    def _publish_health(self) -> None:
+        if self.link is not None:
+            payload = json.dumps(self.health(), separators=(",", ":")).encode()
+            self.link.publish(self.cfg.topic("health"), payload, qos=1, retain=True)
 
     def _report(self, code: str, problem: str, **where: Any) -> None:
         if self.error_limit.allow():
@@ -475,6 +576,7 @@ class Daemon:
             "refused": counts["refused"], "refused_by_code": refused,
             "dropped": self.backlog.dropped, "duplicates": counts["duplicates"],
             "out_of_order": counts["out_of_order"], "rejected": counts["rejected"],
+            "rate_limited": counts["rate_limited"], "status": self.watchdog.status,
             "errors": counts["refused"] + counts["rejected"] + counts["commands_refused"],
             "errors_suppressed": self.error_limit.suppressed, "gaps": c.get("gaps", 0),
             "expired": c.get("expired", 0), "streams": len(rt.streams()),

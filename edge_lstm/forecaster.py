@@ -98,6 +98,8 @@ class Dropped:
     stream: str
     ts: float | None
     reason: str  # "duplicate" | "out-of-order"
+    #: The stream's clock: the newest timestamp it has stepped (for the report; not compared).
+    last_ts: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,9 +455,9 @@ class Runtime:
             if ts <= last:
                 if ts == last:
                     c["duplicates"] += 1
-                    return Dropped(stream, ts, "duplicate")
+                    return Dropped(stream, ts, "duplicate", float(last))
                 c["out_of_order"] += 1
-                return Dropped(stream, ts, "out-of-order")
+                return Dropped(stream, ts, "out-of-order", float(last))
             if self.max_gap is not None and ts - last > self.max_gap:
                 self._gap(slot)
         # .item() gives the Python int directly: ~40 ns less than int(column[slot]), x3 below
@@ -698,7 +700,7 @@ class Runtime:
                 self._c["out_of_order"] += int(np.count_nonzero(drop)) - nd
                 for i in np.flatnonzero(drop).tolist():
                     out[i if idx is None else idx[i]] = Dropped(
-                        streams[i], tss[i], "duplicate" if dup[i] else "out-of-order"
+                        streams[i], tss[i], "duplicate" if dup[i] else "out-of-order", float(last[i])
                     )
                 acc = ~drop if ok is None else (ok & ~drop)
         if acc is not None:
@@ -830,14 +832,32 @@ class Runtime:
         return out
 
     # -- streams ---------------------------------------------------------------------------
-    def reset(self, stream: str) -> None:
-        """Restart `stream` from zero state (its next forecasts warm up again); unknown: no-op."""
+    def reset(self, stream: str) -> bool:
+        """Restart `stream` from zero state (its next forecasts warm up again) and clear its
+        clock (any timestamp is accepted next). False, doing nothing, for an unknown stream."""
         slot = self._slot_of.get(stream)
-        if slot is not None:
-            self._restart(slot)
+        if slot is None:
+            return False
+        self._restart(slot)
+        self._last_ts[slot] = _NAN
+        return True
+
+    def rewind_clocks(self, limit: float) -> list[str]:
+        """Clear the clock of every stream whose last timestamp is beyond `limit` (their state
+        is kept); return their ids. For a restart that finds streams a far-future timestamp
+        would otherwise silence until the device's clock caught up."""
+        table = self._table
+        streams = table.streams()
+        if not streams:
+            return []
+        slots = np.array([table.slot(s) for s in streams], np.int64)
+        ahead = self._last_ts[slots] > limit
+        self._last_ts[slots[ahead]] = _NAN
+        return [streams[i] for i in np.flatnonzero(ahead).tolist()]
 
     def prime(self, stream: str, samples: Sequence[Sequence[float]]) -> None:
-        """Restart `stream` and warm it from `samples` (oldest first) without forecasting.
+        """Restart `stream`, clear its clock, and warm it from `samples` (oldest first) without
+        forecasting.
 
         Every sample is checked first: a bad one raises SampleError and nothing changes.
         The primed samples count towards warm-up (W of them end it) but not towards `seq`.
@@ -856,6 +876,7 @@ class Runtime:
             slot = self._add_stream(stream, time.time())
         else:
             self._restart(slot)
+            self._last_ts[slot] = _NAN
         if checked:
             self._prime_slots(np.array([slot], np.int64), [np.array(checked, np.float32)])
 

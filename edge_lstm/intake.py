@@ -5,6 +5,10 @@ decodes the payload for the current model's features, and passes either an `Inco
 to the pipeline or a `PayloadError` to the refusal handler (counted and published on the
 errors topic). So the rules for bad input live in one place and a refused sample never gets
 near a stream's state.
+
+A timestamp further ahead of this device's clock than `max_future_skew` seconds is refused
+(`future-ts`): accepted, it would become the stream's clock, and every later sample with a
+true timestamp would be dropped as out of order until the device's clock caught up with it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from edge_lstm.payload import MAX_PAYLOAD, MAX_STREAM_ID, PayloadError, decode, validate_stream_id
 
@@ -48,6 +53,8 @@ class Intake:
         max_payload: int = MAX_PAYLOAD,
         max_stream_id: int = MAX_STREAM_ID,
         strict_keys: bool = True,
+        max_future_skew: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.features = list(features)
         self.accept = accept
@@ -55,6 +62,8 @@ class Intake:
         self.max_payload = max_payload
         self.max_stream_id = max_stream_id
         self.strict_keys = strict_keys
+        self.max_future_skew = max_future_skew  # seconds; 0 = no check
+        self.clock = clock
 
     def offer(
         self,
@@ -86,13 +95,42 @@ class Intake:
                 stream=stream,
                 strict_keys=self.strict_keys,
             )
+            if reading.ts is not None:
+                ts = reading.ts
+            if ts is not None and self.max_future_skew and ts > self.clock() + self.max_future_skew:
+                raise future_ts_error(ts, self.clock(), self.max_future_skew, stream)
         except PayloadError as exc:
             self.refuse(Refusal(exc, source, topic))
             return False
-        return self.accept(
-            Incoming(stream, reading.values, reading.ts if reading.ts is not None else ts, received, ack)
-        ) is not False
+        return self.accept(Incoming(stream, reading.values, ts, received, ack)) is not False
 
     def refuse_error(self, error: PayloadError, *, source: str, topic: str | None = None) -> None:
         """Report a refusal found by the source itself (a malformed serial line, say)."""
         self.refuse(Refusal(error, source, topic))
+
+
+def future_ts_error(ts: float, now: float, skew: float, stream: str | None) -> PayloadError:
+    """The `future-ts` refusal: how far ahead `ts` is, of which clock, and what to change."""
+    unit = next((name for name, f in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
+                 if abs(ts / f - now) < 366 * 86400), None)
+    hint = (f"it looks like {unit} since the epoch: send seconds" if unit else
+            "fix the sender's clock, or this device's clock if it is the one that is wrong "
+            "(no real-time clock, NTP not yet synchronised)")
+    return PayloadError(
+        "future-ts",
+        f"'ts' {ts!r} is {duration(ts - now)} ahead of this device's clock ({now:.3f}, "
+        f"{_iso(now)}); the limit is pipeline.max_future_skew = {skew:g} s: {hint}, or raise the key",
+        stream=stream,
+    )
+
+
+def duration(seconds: float) -> str:
+    """`seconds` for people: '42 s', '3.5 h', '12 days', '3.2e+10 years'."""
+    for limit, div, name in ((120, 1, "s"), (7200, 60, "min"), (172800, 3600, "h"), (3 * 365 * 86400, 86400, "days")):
+        if seconds < limit:
+            return f"{seconds / div:.3g} {name}"
+    return f"{seconds / (365.25 * 86400):.3g} years"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -322,16 +322,22 @@ def test_bad_input_is_reported_and_touches_no_state(bad_input_daemon, mqtt_broke
         close(pub)
 
 
-def test_duplicates_and_out_of_order_are_dropped_and_counted(mqtt_broker, collect, tiny_bundle):
-    """A repeated or older ts yields no forecast; both are counted, not reported as errors."""
+def test_duplicates_and_out_of_order_are_dropped_counted_and_reported(mqtt_broker, collect, tiny_bundle):
+    """A repeated or older ts yields no forecast; each drop is counted and reported on the
+    errors topic with its code, the stream, both timestamps and the running count (issue 10)."""
     col = collect(["edge/dup1/pred/+", "edge/dup1/errors"])
     with running(daemon_doc(mqtt_broker, tiny_bundle, "dup1")) as d:
         pub = publisher(mqtt_broker)
         for ts in (1, 2, 2, 3, 1, 4):
             pub.publish("dup1/s/raw", json.dumps({"ts": ts, "value": 100 + ts}), qos=1)
-        got = col.take(4)
+        got = col.take(6)
         close(pub)
-        assert [json.loads(p)["ts"] for _, p, _ in got] == [1, 2, 3, 4]
+        assert [json.loads(p)["ts"] for t, p, _ in got if "/pred/" in t] == [1, 2, 3, 4]
+        reports = [json.loads(p) for t, p, _ in got if t.endswith("/errors")]
+        assert [(r["code"], r["stream"], r["count"]) for r in reports] == [("duplicate", "s", 1), ("out-of-order", "s", 1)]
+        assert "'ts' 2.0 equals the stream's last timestamp" in reports[0]["problem"]
+        assert "'ts' 1.0 is 2 s older than the stream's last timestamp 3.0" in reports[1]["problem"]
+        assert '{"cmd": "reset", "stream": "s"}' in reports[1]["problem"]
         assert d.wait_idle()
         st = d.stats()
         assert st["duplicates"] == 1 and st["out_of_order"] == 1 and st["errors"] == 0
@@ -452,7 +458,7 @@ def test_commands_switched_off(mqtt_broker, collect, tiny_bundle):
         pub = publisher(mqtt_broker)
         for i in range(7):
             pub.publish("off1/s/raw", json.dumps({"ts": i, "value": 100.0 + i}), qos=1)
-        col.take(3 + 7)
+        col.take(4 + 7)  # status, health, model, the "started" event; 7 forecasts
         assert d.wait_idle()
         state = d.runtime.state_of("s")
         pub.publish("edge/off1/cmd", json.dumps({"cmd": "reset", "stream": "s"}), qos=1)
