@@ -1,0 +1,278 @@
+"""Hostile input (issue 10): the decoders are fuzzed so that a sample payload only ever becomes
+a Reading or a PayloadError and a command a Command or a CommandError; then a corpus of bad
+samples and commands goes through a real mosquitto into a running daemon, interleaved with
+good streams whose forecasts must stay exact and with every bad message reported."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import datasets
+from daemon_harness import assert_matches, close, daemon_doc, publisher, reference, running
+from edge_lstm import control
+from edge_lstm.payload import FLOAT32_MAX, PayloadError, Reading, decode, validate_stream_id
+
+SERIES = datasets.airline()
+ONE = ["passengers"]
+TWO = ["temp", "rh"]
+#: Every code PayloadError.code may take (the docstring of PayloadError lists them).
+CODES = {"not-utf8", "not-json", "too-large", "non-finite", "out-of-range", "wrong-count", "bad-ts",
+         "future-ts", "bad-value", "bad-shape", "unknown-key", "duplicate-key", "empty", "bad-stream-id"}
+
+# --------------------------------------------------------------------------- fuzzing
+
+#: JSON leaves as a hostile sender writes them: huge integers, NaN/Infinity, -0, booleans,
+#: strings that look like numbers, nulls.
+LEAVES = (
+    st.none() | st.booleans() | st.integers(min_value=-(10**500), max_value=10**500)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, 3.4e38, 3.5e38, 1e308, 5e-324])
+    | st.text(max_size=12) | st.sampled_from(["NaN", "1e999", "21.3", "", "\ufeff", "0x10"])
+)
+JSON = st.recursive(LEAVES, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                    max_leaves=12)
+KEYS = st.sampled_from(["ts", "value", "values", "passengers", "temp", "rh", "unit", "cmd", "stream", "id"])
+SAMPLE_LIKE = st.dictionaries(KEYS, JSON, max_size=4)
+
+
+def _payloads():
+    as_json = (JSON | SAMPLE_LIKE).map(lambda d: json.dumps(d).encode())
+    texts = st.lists(st.sampled_from(["21.3", "-0", "1e39", "nan", " 4 ", "1_0", "\u0661", "", "1e-400", "1" * 50]),
+                     min_size=1, max_size=3).map(lambda parts: ",".join(parts).encode())
+    nested = st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n)
+    duplicate = st.tuples(KEYS, JSON, JSON).map(
+        lambda t: b'{"%s": %s, "%s": %s}' % (t[0].encode(), json.dumps(t[1]).encode(), t[0].encode(), json.dumps(t[2]).encode()))
+    bom = as_json.map(lambda b: b"\xef\xbb\xbf" + b)
+    return as_json | texts | nested | duplicate | bom | st.binary(max_size=64)
+
+
+def _check_reading(r: Reading, n: int) -> None:
+    assert isinstance(r, Reading) and len(r.values) == n
+    assert all(type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX for v in r.values), r
+    assert r.ts is None or (type(r.ts) is float and math.isfinite(r.ts)), r
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=_payloads(), features=st.sampled_from([ONE, TWO]))
+def test_fuzz_decode_only_reads_or_refuses(payload, features):
+    """Whatever the bytes: a Reading with finite float32-range values, or a PayloadError with a
+    known code and a message; never any other exception (an OverflowError killed paho's thread)."""
+    try:
+        r = decode(payload, features, stream="s1")
+    except PayloadError as exc:
+        assert exc.code in CODES and exc.problem and str(exc).startswith("stream 's1': ")
+    else:
+        _check_reading(r, len(features))
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=st.text(max_size=80))
+def test_fuzz_stream_ids(stream):
+    """A stream id is returned unchanged or refused as bad-stream-id."""
+    try:
+        assert validate_stream_id(stream) == stream
+    except PayloadError as exc:
+        assert exc.code == "bad-stream-id"
+
+
+def _commands():
+    shaped = st.fixed_dictionaries({"cmd": st.sampled_from(sorted(control.COMMANDS)) | JSON},
+                                   optional={"stream": JSON | st.text(max_size=70), "values": JSON, "bundle": JSON,
+                                             "id": JSON, "extra": JSON})
+    return shaped.map(lambda d: json.dumps(d).encode()) | _payloads()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=_commands())
+def test_fuzz_command_parser_only_parses_or_refuses(payload, tmp_path):
+    """Whatever the bytes: a checked Command or a CommandError with a message."""
+    try:
+        cmd = control.parse(payload, allow=sorted(control.COMMANDS), bundle_dir=tmp_path, features=1)
+    except control.CommandError as exc:
+        assert exc.problem
+    else:
+        assert cmd.cmd in control.COMMANDS
+        assert all(len(row) == 1 and -FLOAT32_MAX <= row[0] <= FLOAT32_MAX for row in cmd.values)
+
+
+def test_fuzzing_would_catch_an_escaping_exception():
+    """The fuzz tests can fail: the payload that raised OverflowError before issue 10 is among
+    the shapes they generate, and it now ends as a PayloadError, not an OverflowError."""
+    with pytest.raises(OverflowError):
+        float(10**400)  # what payload._number did with it
+    with pytest.raises(PayloadError) as info:
+        decode(b'{"value": 1' + b"0" * 400 + b"}", ONE)
+    assert info.value.code == "out-of-range"
+
+
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (b'{"cmd": ["reset"]}', "'cmd' must be one of"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"cmd": "prime", "stream": "s", "values": [[1' + b"0" * 400 + b"]]}", "(401 characters)"),
+        (b'{"cmd": "prime", "stream": "s", "values": [[true]]}', "sample 0 value 1 must be a number, found the boolean true"),
+        (b'{"cmd": "reset", "stream": "s", "cmd": "load"}', "repeats the key(s) ['cmd']"),
+        (b'{"cmd": "reset", "stream": 7}', "stream id must be text"),
+        (b"\xef\xbb\xbf" + b'{"cmd": "reboot"}', "found 'reboot'"),
+        (b"", "not valid JSON"),
+    ],
+)
+def test_malformed_commands_are_command_errors(payload, words, tmp_path):
+    """The command shapes that used to raise inside the control handler are CommandErrors that
+    say what is wrong."""
+    with pytest.raises(control.CommandError) as info:
+        control.parse(payload, allow=sorted(control.COMMANDS), bundle_dir=tmp_path, features=1)
+    assert words in info.value.problem
+
+
+# --------------------------------------------------------------------------- the corpus, end to end
+
+def _corpus(now: float, device: str) -> list[tuple[str, bytes, str, str]]:
+    """(topic, payload, expected code, expected stream or '') of every bad message."""
+    huge = b"1" + b"0" * 400
+    t = f"{device}/%s/raw"
+    cmd = f"edge/{device}/cmd"
+    nest = b"[" * 1500 + b"]" * 1500
+    samples = [
+        ("g1", b'{"value": ' + huge + b"}", "out-of-range"),
+        ("g2", b'{"values": [' + huge + b"]}", "out-of-range"),
+        ("g3", b'{"ts": ' + huge + b', "value": 1}', "out-of-range"),
+        ("g1", b'{"ts": -' + huge + b', "value": 1}', "out-of-range"),
+        ("x1", b'{"value": 1e309}', "out-of-range"),
+        ("x1", b"1e309", "out-of-range"),
+        ("g2", b'{"ts": 1e18, "value": 300}', "future-ts"),  # the stream-silencing sample of issue 10
+        ("g3", json.dumps({"ts": now + 86400, "value": 300}).encode(), "future-ts"),
+        ("g1", json.dumps({"ts": now * 1000, "value": 300}).encode(), "future-ts"),  # milliseconds
+        ("x2", b'{"value": "NaN"}', "bad-value"),
+        ("x2", b'{"value": NaN}', "non-finite"),
+        ("x2", b"-Infinity", "non-finite"),
+        ("x2", b'{"value": true}', "bad-value"),
+        ("x2", b'{"values": [false]}', "bad-value"),
+        ("g2", nest, "not-json"),
+        ("x3", b'{"values": [' + b"1," * 1300 + b"1]}", "wrong-count"),
+        ("x3", b"\xff\xfe\x00\x01", "not-utf8"),
+        ("x3", b'{"value": 1, "value": 2}', "duplicate-key"),
+        ("x3", b"", "empty"),
+        ("x3", b"\xef\xbb\xbf", "empty"),
+        ("g3", b'{"value": 1, "unit": "C"}', "unknown-key"),
+        ("x4", b'{"value": [1]}', "bad-shape"),
+        ("x4", b'{"ts": "now", "value": 1}', "bad-ts"),
+        ("x4", b'{"ts": true, "value": 1}', "bad-ts"),
+        ("x4", b'{"value": {"v": 1}}', "bad-value"),
+        ("x4", b"null", "bad-value"),
+        ("x4", b"{}", "wrong-count"),
+        ("x4", b"[]", "wrong-count"),
+        ("x4", b'"21.3"', "bad-value"),
+        ("x4", b"1_000", "bad-value"),
+        ("a\u200bb", b"1", "bad-stream-id"),
+        ("s" * 65, b"1", "bad-stream-id"),
+        ("x4", b'{"value": 1}' + b" " * 5000, "too-large"),
+    ]
+    commands = [
+        b'{"cmd": ["reset"]}',
+        nest,
+        b'{"cmd": "prime", "stream": "g1", "values": [[' + huge + b"]]}",
+        b'{"cmd": "reset", "stream": "never-seen"}',
+        b'{"cmd": "reset", "stream": "g1", "cmd": "load"}',
+        b"\xff",
+        b"",
+        b'{"cmd": "prime", "stream": "g1", "values": [[true]]}',
+        b'{"cmd": "prime", "stream": "g1", "values": "abc"}',
+        b'{"cmd": "load", "bundle": {"a": 1}}',
+        b'{"cmd": null}',
+        b'{"cmd": "reset", "stream": 123}',
+        b'{"cmd": "reset", "stream": "g1", "id": "' + b"x" * 100 + b'"}',
+        b'{"cmd": "load", "bundle": "../../etc"}',
+    ]
+    return ([(t % s, p, code, s if code != "bad-stream-id" else "") for s, p, code in samples]
+            + [(cmd, p, "bad-command", "") for p in commands])
+
+
+def test_bad_input_corpus_leaves_other_streams_exact_and_reports_everything(mqtt_broker, collect, tiny_bundle):
+    """Three good streams run through the whole corpus of bad samples and commands (oversized
+    integers in every numeric position, far-future timestamps, malformed commands, ...), plus a
+    duplicate and an out-of-order sample: every good forecast equals a plain Runtime's, every
+    bad message is reported once with its code, and nothing else reaches any stream."""
+    device = "corp1"
+    col = collect([f"edge/{device}/pred/+", f"edge/{device}/errors"])
+    doc = daemon_doc(mqtt_broker, tiny_bundle, device, pipeline={"error_rate": 1e6, "stats_interval": 0})
+    corpus = _corpus(time.time(), device)
+    good = ["g1", "g2", "g3"]
+    n = 20
+    with running(doc) as d:
+        pub = publisher(mqtt_broker)
+        sent = []
+        bad = iter(corpus)
+        for i in range(n):
+            for s in good:
+                ts = 1000.0 + i
+                pub.publish(f"{device}/{s}/raw", json.dumps({"ts": ts, "value": float(SERIES[i])}), qos=1)
+                sent.append((s, SERIES[i], ts))
+            if i == 5:  # a QoS 1 redelivery (same ts) and a late sample: dropped, reported
+                pub.publish(f"{device}/g1/raw", json.dumps({"ts": 1005.0, "value": 1.0}), qos=1)
+                pub.publish(f"{device}/g3/raw", json.dumps({"ts": 1001.0, "value": 1.0}), qos=1)
+            for _ in range(3):
+                item = next(bad, None)
+                if item is not None:
+                    pub.publish(item[0], item[1], qos=1)
+        for topic, payload, _, _ in bad:
+            pub.publish(topic, payload, qos=1)
+        expected = Counter((code, stream) for _, _, code, stream in corpus)
+        expected.update({("duplicate", "g1"): 1, ("out-of-order", "g3"): 1})
+        want = len(sent) + sum(expected.values())
+        got = []
+        end = time.monotonic() + 60
+        while len(got) < want and time.monotonic() < end:
+            got.extend(col.drain(0.5))
+        close(pub)
+        assert d.wait_idle()
+        stats = d.stats()
+    forecasts = [json.loads(p) for t, p, _ in got if "/pred/" in t]
+    reports = [json.loads(p) for t, p, _ in got if t.endswith("/errors")]
+    assert Counter((r["code"], r.get("stream", "") if r["code"] != "bad-command" else "") for r in reports) == expected
+    assert sorted(f["stream"] for f in forecasts) == sorted(s for s, _, _ in sent)
+    assert_matches(forecasts, reference(tiny_bundle, sent))
+    # every refusal says where it came from and what it found
+    for r in reports:
+        assert r["problem"] and r["code"] in CODES | {"bad-command", "duplicate", "out-of-order"}
+        if r["code"] not in ("duplicate", "out-of-order"):
+            assert r["topic"].startswith((f"{device}/", f"edge/{device}/cmd")), r
+    future = [r for r in reports if r["code"] == "future-ts"]
+    assert all("pipeline.max_future_skew = 300 s" in r["problem"] and "device's clock" in r["problem"] for r in future)
+    assert any("looks like milliseconds" in r["problem"] for r in future)
+    assert stats["streams"] == 3 and stats["internal_errors"] == 0 and stats["forecasts"] == len(sent)
+    assert stats["refused"] == sum(1 for _, _, code, _ in corpus if code != "bad-command")
+
+
+def test_a_refused_sample_is_acknowledged_and_not_redelivered_after_restart(broker_factory, collect, tiny_bundle):
+    """The 400-digit sample that used to kill paho's thread (and, never acknowledged, came back
+    to kill the restarted daemon) is refused, acknowledged, and gone after a restart."""
+    b = broker_factory(persistence=True)
+    col = collect(["edge/redo1/errors", "edge/redo1/pred/+"], broker=b)
+    doc = daemon_doc(b, tiny_bundle, "redo1", mqtt={"host": b.host, "port": b.port, "reconnect_min": 0.05,
+                                                     "reconnect_max": 0.5, "client_id": "redo1"})
+    with running(doc) as d:
+        pub = publisher(b)
+        pub.publish("redo1/s/raw", b'{"ts": 1, "value": 1' + b"0" * 400 + b"}", qos=1)
+        pub.publish("redo1/s/raw", b'{"ts": 2, "value": 112}', qos=1)
+        got = col.take(2)
+        close(pub)
+        assert d.wait_idle() and d.link.health(30) is None
+    assert [json.loads(p).get("code") for t, p, _ in got if t.endswith("/errors")] == ["out-of-range"]
+    with running(doc) as d:
+        pub = publisher(b)
+        pub.publish("redo1/s/raw", b'{"ts": 3, "value": 118}', qos=1)
+        got = col.take(1)
+        close(pub)
+        assert json.loads(got[0][1])["ts"] == 3
+        assert d.wait_idle() and d.counts["refused"] == 0  # nothing came back
+    assert col.drain(0.3) == []
