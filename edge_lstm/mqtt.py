@@ -224,10 +224,14 @@ class MqttLink:
         self._net_thread = self._client._thread  # paho keeps no public handle on its thread
 
     def health(self, stall_timeout: float) -> str | None:
-        """Why the link cannot carry samples as it should, or None: its network thread ended,
-        a message handler has been stuck for `stall_timeout` seconds, or a client-id conflict."""
+        """Why the link cannot carry samples as it should, or None: its network thread ended
+        (it is started again), a message handler has been stuck for `stall_timeout` seconds, or
+        a client-id conflict. Called by the health watchdog every second."""
         if self._net_thread is not None and not self._net_thread.is_alive() and not self._stopping:
-            return "the MQTT network thread has ended: no sample can arrive"
+            log.error("the MQTT network thread has ended; starting it again")
+            self._client.loop_start()
+            self._net_thread = self._client._thread
+            return "the MQTT network thread had ended (restarted): samples could not arrive"
         since = self.handler_since
         if since and time.monotonic() - since > stall_timeout:
             return f"the MQTT message handler has been stuck for {time.monotonic() - since:.0f} s: intake stopped"

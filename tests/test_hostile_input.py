@@ -276,3 +276,115 @@ def test_a_refused_sample_is_acknowledged_and_not_redelivered_after_restart(brok
         assert json.loads(got[0][1])["ts"] == 3
         assert d.wait_idle() and d.counts["refused"] == 0  # nothing came back
     assert col.drain(0.3) == []
+
+
+# --------------------------------------------------------------------------- timestamps and clocks
+
+def test_future_timestamp_is_refused_with_the_clocks_and_the_key():
+    """A ts further ahead of the device clock than max_future_skew is refused (`future-ts`) with
+    the stream, the ts, the device clock and the key to change; within the skew it passes."""
+    from edge_lstm.intake import Intake
+
+    now = 1_764_072_000.0
+    taken, refused = [], []
+    intake = Intake(ONE, taken.append, refused.append, max_future_skew=300, clock=lambda: now)
+    assert intake.offer("s1", json.dumps({"ts": now + 299, "value": 1}).encode(), source="t")
+    assert not intake.offer("s1", b'{"ts": 1e18, "value": 300}', source="t", topic="sensors/s1/raw")
+    assert not intake.offer("s1", json.dumps({"ts": now * 1e3, "value": 1}).encode(), source="t")
+    assert not intake.offer("serial", b"1", source="t", ts=now + 301)  # a ts carried apart (serial)
+    assert [r.error.code for r in refused] == ["future-ts"] * 3
+    first = str(refused[0].error)
+    assert first.startswith("stream 's1': 'ts' 1e+18 is 3.17e+10 years ahead of this device's clock (1764072000.000, "
+                            "2025-11-25T12:00:00Z); the limit is pipeline.max_future_skew = 300 s"), first
+    assert "looks like milliseconds since the epoch" in str(refused[1].error)
+    assert "is 5.02 min ahead" in str(refused[2].error)
+    off = Intake(ONE, taken.append, refused.append, max_future_skew=0, clock=lambda: now)
+    assert off.offer("s1", b'{"ts": 1e18, "value": 300}', source="t")  # 0 = no check
+
+
+def test_reset_and_prime_clear_a_streams_clock(tiny_bundle):
+    """`Runtime.reset` and `prime` clear the stream's clock, so a stream silenced by a wrong
+    clock recovers at once; `rewind_clocks` clears far-future clocks and keeps the state."""
+    from edge_lstm.forecaster import Dropped, Forecast, Runtime
+
+    rt = Runtime.open(tiny_bundle, backend="numpy")
+    assert isinstance(rt.push("s", [112.0], ts=5000.0), Forecast)
+    late = rt.push("s", [118.0], ts=10.0)
+    assert isinstance(late, Dropped) and late.last_ts == 5000.0
+    assert rt.reset("s") is True and rt.reset("never-seen") is False
+    assert isinstance(rt.push("s", [118.0], ts=10.0), Forecast)
+    rt.push("p", [1.0], ts=9e9)
+    rt.prime("p", [[112.0], [118.0]])
+    assert isinstance(rt.push("p", [132.0], ts=11.0), Forecast)
+    rt.push("q", [1.0], ts=9e9)
+    state = rt.state_of("q")
+    assert rt.rewind_clocks(1e9) == ["q"] and rt.rewind_clocks(1e9) == []
+    np.testing.assert_array_equal(rt.state_of("q"), state)
+    assert isinstance(rt.push("q", [2.0], ts=12.0), Forecast)
+
+
+def gather(col, done, timeout: float = 30.0) -> list:
+    """Messages from a collector until `done(messages)` holds (or fail after `timeout`)."""
+    got: list = []
+    end = time.monotonic() + timeout
+    while not done(got):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"gave up waiting; got {got}")
+        try:
+            got.append(col.messages.get(timeout=min(left, 0.5)))
+        except Exception:
+            pass
+    return got
+
+
+def _kind(msgs, suffix):
+    return [json.loads(p) for t, p, _ in msgs if t.endswith(suffix) or (suffix == "/pred" and "/pred/" in t)]
+
+
+def test_reset_command_unsilences_a_stream_and_unknown_streams_are_refused(mqtt_broker, collect, tiny_bundle):
+    """A stream whose clock ran ahead drops later samples (reported); the reset command clears
+    its clock; reset of a stream the daemon never saw answers ok: false on the errors topic."""
+    col = collect(["edge/clk1/pred/+", "edge/clk1/errors", "edge/clk1/events"])
+    with running(daemon_doc(mqtt_broker, tiny_bundle, "clk1")) as d:
+        pub = publisher(mqtt_broker)
+        pub.publish("clk1/s/raw", b'{"ts": 5000, "value": 112}', qos=1)
+        pub.publish("clk1/s/raw", b'{"ts": 100, "value": 118}', qos=1)
+        got = gather(col, lambda m: _kind(m, "/pred") and _kind(m, "/errors"))
+        assert [e["code"] for e in _kind(got, "/errors")] == ["out-of-order"]
+        pub.publish("edge/clk1/cmd", b'{"cmd": "reset", "stream": "s", "id": "r"}', qos=1)
+        pub.publish("edge/clk1/cmd", b'{"cmd": "reset", "stream": "ghost", "id": "g"}', qos=1)
+        got = gather(col, lambda m: len([e for e in _kind(m, "/events") if e["event"] == "command"]) == 2)
+        replies = {e["id"]: e for e in _kind(got, "/events") if e["event"] == "command"}
+        assert replies["r"]["ok"] is True and replies["g"]["ok"] is False
+        assert "stream 'ghost' is unknown" in replies["g"]["problem"]
+        assert [e["code"] for e in _kind(got, "/errors")] == ["bad-command"]
+        pub.publish("clk1/s/raw", b'{"ts": 101, "value": 118}', qos=1)  # after the reset: accepted
+        got = gather(col, lambda m: _kind(m, "/pred"))
+        close(pub)
+        assert [f["ts"] for f in _kind(got, "/pred")] == [101]
+        assert d.wait_idle()
+
+
+def test_restart_clears_a_restored_far_future_clock(mqtt_broker, collect, tiny_bundle, tmp_path):
+    """A snapshot taken before the skew check existed may hold a far-future clock: the daemon
+    clears it at start (event `clocks-cleared`, state kept), so the stream is not silenced."""
+    from edge_lstm import snapshot
+    from edge_lstm.forecaster import Runtime
+
+    rt = Runtime.open(tiny_bundle)
+    rt.push("s", [112.0], ts=1e18)
+    rt.push("t", [112.0], ts=50.0)
+    snap = tmp_path / "state.npz"
+    snapshot.save(snap, rt.export_state())
+    col = collect(["edge/clk2/pred/+", "edge/clk2/events", "edge/clk2/errors"])
+    with running(daemon_doc(mqtt_broker, tiny_bundle, "clk2", snapshot={"path": str(snap), "interval": 0})) as d:
+        state = d.runtime.state_of("s")
+        np.testing.assert_array_equal(state, rt.state_of("s"))
+        pub = publisher(mqtt_broker)
+        pub.publish("clk2/s/raw", b'{"ts": 100, "value": 118}', qos=1)
+        got = gather(col, lambda m: _kind(m, "/pred"))
+        close(pub)
+    cleared = [e for e in _kind(got, "/events") if e["event"] == "clocks-cleared"]
+    assert len(cleared) == 1 and cleared[0]["streams"] == ["s"] and cleared[0]["count"] == 1
+    assert [f["ts"] for f in _kind(got, "/pred")] == [100]
