@@ -73,6 +73,7 @@ def test_acl_lets_only_the_operator_command_a_device(broker_factory, tiny_bundle
         assert command_event()
         preds = [p for t, p in got if "/pred/" in t]
         assert len(preds) == 7 and {p["stream"] for p in preds} == {"boiler"}
+        assert any(t == "edge/pi-01/health" and p["status"] == "online" for t, p in got)  # the ACL lets it through
     finally:
         for c in (sensor, operator, dash):
             close(c)
