@@ -586,6 +586,7 @@ class Daemon:
             "snapshots": counts["snapshots"], "internal_errors": counts["internal_errors"],
             "sink_failed": getattr(self.sink, "failed", 0),
             "mqtt_connects": self.link.connects if self.link else 0,
+            "mqtt_takeovers": self.link.takeovers if self.link else 0,
         }
 
     def _publish_stats(self) -> None:

@@ -487,6 +487,12 @@ def connect_client(
     where = f"{b.host}:{b.effective_port}"
     try:
         c.connect(b.host, b.effective_port, 30)
+    except ssl.SSLCertVerificationError as exc:
+        raise EdgeLstmError(
+            f"TLS: MQTT broker {where} presented a certificate that failed verification "
+            f"({exc.verify_message or exc.reason}): connect by a name the certificate holds, and pass "
+            "the CA that signed it with --ca"
+        ) from None
     except (OSError, ssl.SSLError) as exc:
         raise EdgeLstmError(f"cannot reach MQTT broker {where}: {exc}") from None
     c.loop_start()

@@ -22,9 +22,9 @@ from edge_lstm import config
 from edge_lstm.broker import free_port
 from edge_lstm.bundle import Bundle
 from edge_lstm.commands.run import run
-from edge_lstm.errors import BundleError, BundleIntegrityError, ConfigError
+from edge_lstm.errors import BundleError, BundleIntegrityError, ConfigError, EdgeLstmError
 from edge_lstm.forecaster import Runtime
-from edge_lstm.mqtt import MqttLink
+from edge_lstm.mqtt import MqttLink, connect_client
 
 TLS_DOC = {"model": {"bundle": "/b"}, "mqtt": {"host": "broker.lan", "username": "dev", "tls": {"enabled": True}}}
 
@@ -121,6 +121,8 @@ def _tls_cases(broker_factory, tls_certs, wrong, tmp_path, caplog) -> None:
     assert line.startswith(f"TLS: MQTT broker 127.0.0.1:{b.port} presented a certificate that failed verification (")
     assert "mismatch" in line and "the certificate is for DNS wronghost.example" in line
     assert "mqtt.tls.insecure" in line and "cannot reach" not in line
+    with pytest.raises(EdgeLstmError, match=r"TLS: MQTT broker 127.0.0.1:\d+ presented a certificate that failed verification"):
+        connect_client(f"mqtts://127.0.0.1:{b.port}", ca_file=str(tls_certs / "ca.crt"))  # the command-line tools
     # a CA that did not sign the broker's certificate
     other = tmp_path / "other-ca"
     other.mkdir()
