@@ -54,6 +54,12 @@ log = logging.getLogger("edge_lstm.daemon")
 
 #: Seconds between stream-expiry sweeps.
 EXPIRE_EVERY = 5.0
+#: Most seconds of commands the inference thread runs before it steps samples again.
+CONTROL_SLICE = 0.05
+#: Most commands waiting for the inference thread; past it new ones are refused (rate-limited).
+MAX_PENDING_COMMANDS = 100
+#: Most samples a `prime` command may step in continuous mode (exact mode steps only the last W).
+MAX_PRIME_CONTINUOUS = 1000
 
 
 def open_runtime(cfg: Config, bundle: str | Path | Bundle | None = None) -> Runtime:
@@ -184,7 +190,7 @@ class Daemon:
             self.link.on_connected.append(self._publish_model_info)
             self.link.on_connected.append(self._publish_health)
             if self.cfg.commands.enabled:
-                self.link.subscribe(self.cfg.topic("cmd"), 1, self._on_command)
+                self.link.subscribe(self.cfg.topic("cmd"), 1, self._on_command, retained=self._on_retained_command)
         # The source subscribes before the link connects, so every subscription is made (and
         # acknowledged) with the connection, and start() can wait until samples can arrive.
         self.source.start()
@@ -214,7 +220,8 @@ class Daemon:
         self._halt.set()
         self.backlog.close()
         self._thread.join(drain_timeout)
-        self._run_control()  # commands queued while draining
+        while not self._control.empty():  # commands queued while draining
+            self._run_control()
         if self.cfg.snapshot.path:
             self._snapshot("shutdown")
         self._publish_stats()
@@ -349,19 +356,33 @@ class Daemon:
 
     def _on_command(self, topic: str, payload: bytes, token: int) -> None:
         """paho thread: hand the raw command to the inference thread (or refuse a flood)."""
-        if self.command_limit.allow():
+        waiting = self._control.qsize()
+        if waiting < MAX_PENDING_COMMANDS and self.command_limit.allow():
             self._control.put(("command", payload))
         else:
             with self._count_lock:
                 self.counts["rate_limited"] += 1
                 n = self.counts["rate_limited"]
-            self._report("rate-limited",
-                         f"command refused unread: more than {self.cfg.commands.rate:g} commands per second "
-                         f"(commands.rate); {n} refused so far", topic=topic, source="cmd", count=n)
+            why = (f"{waiting} commands are already waiting" if waiting >= MAX_PENDING_COMMANDS else
+                   f"more than {self.cfg.commands.rate:g} commands per second (commands.rate)")
+            self._report("rate-limited", f"command refused unread: {why}; {n} refused so far",
+                         topic=topic, source="cmd", count=n)
+        self.link.ack(token)
+
+    def _on_retained_command(self, topic: str, payload: bytes, token: int) -> None:
+        """paho thread: a retained command would run again at every (re)subscription: refuse it."""
+        with self._count_lock:
+            self.counts["commands_refused"] += 1
+        problem = (f"a retained command is ignored (it would run again at every reconnect): clear it with "
+                   f"mosquitto_pub -r -n -t '{topic}', and publish commands without the retain flag")
+        log.warning("command refused: %s", problem)
+        self._report("bad-command", problem, topic=topic, source="cmd")
         self.link.ack(token)
 
     def _run_control(self) -> None:
-        while True:
+        """Run queued commands for up to CONTROL_SLICE seconds, then let samples through."""
+        end = time.monotonic() + CONTROL_SLICE
+        while time.monotonic() < end:
             try:
                 kind, arg = self._control.get_nowait()
             except queue.Empty:
@@ -393,6 +414,10 @@ class Daemon:
                 self._warm.discard(cmd.stream)
                 self.event("streams-reset", reason="command", streams=[cmd.stream], count=1)
             elif cmd.cmd == "prime":
+                if rt.mode == "continuous" and len(cmd.values) > MAX_PRIME_CONTINUOUS:
+                    raise control.CommandError(
+                        f"{len(cmd.values)} samples; in continuous mode at most {MAX_PRIME_CONTINUOUS} are "
+                        "stepped per command (send the most recent ones)")
                 rt.prime(cmd.stream, cmd.values)
                 self._warm.discard(cmd.stream)
             elif cmd.cmd == "load":

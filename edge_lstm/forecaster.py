@@ -861,6 +861,8 @@ class Runtime:
 
         Every sample is checked first: a bad one raises SampleError and nothing changes.
         The primed samples count towards warm-up (W of them end it) but not towards `seq`.
+        In exact mode only the last W samples can reach any state row, so only they are
+        stepped (a long history costs W steps, not one per sample).
         """
         problem = _stream_problem(stream)
         if problem is not None:
@@ -871,6 +873,8 @@ class Runtime:
             if problem is not None:
                 raise SampleError(stream, f"priming sample {i}: {problem}")
             checked.append(vals)
+        if self.mode == "exact" and len(checked) > self._rows:
+            checked = checked[-self._rows:]
         slot = self._slot_of.get(stream)
         if slot is None:
             slot = self._add_stream(stream, time.time())

@@ -182,8 +182,10 @@ class MqttLink:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def subscribe(self, topic: str, qos: int, handler: MessageHandler) -> None:
-        """Register a subscription; made now if connected and again on every reconnect."""
+    def subscribe(self, topic: str, qos: int, handler: MessageHandler, *,
+                  retained: MessageHandler | None = None) -> None:
+        """Register a subscription; made now if connected and again on every reconnect.
+        With `retained`, messages the broker sends because they were retained go there instead."""
         sub = Subscription(topic, qos, handler)
         with self._lock:
             self._subs.append(sub)
@@ -193,7 +195,7 @@ class MqttLink:
             token = m.mid if manual and m.qos else 0
             self.handler_since = time.monotonic()
             try:
-                handler(m.topic, m.payload, token)
+                (retained if retained is not None and m.retain else handler)(m.topic, m.payload, token)
             except Exception as exc:  # deliberately acknowledged: a poison message must not return
                 self._internal_error(f"the message handler of {topic!r}", exc, m.topic)
                 self.ack(token)

@@ -388,3 +388,40 @@ def test_restart_clears_a_restored_far_future_clock(mqtt_broker, collect, tiny_b
     cleared = [e for e in _kind(got, "/events") if e["event"] == "clocks-cleared"]
     assert len(cleared) == 1 and cleared[0]["streams"] == ["s"] and cleared[0]["count"] == 1
     assert [f["ts"] for f in _kind(got, "/pred")] == [100]
+
+
+def test_a_retained_command_is_refused_not_run_at_every_start(mqtt_broker, collect, tiny_bundle):
+    """A command left retained on the command topic would run again at every reconnect: the
+    daemon refuses it (saying how to clear it) and runs nothing."""
+    pub = publisher(mqtt_broker)
+    pub.publish("edge/ret1/cmd", b'{"cmd": "snapshot"}', qos=1, retain=True).wait_for_publish(5)
+    col = collect(["edge/ret1/errors", "edge/ret1/events"])
+    try:
+        with running(daemon_doc(mqtt_broker, tiny_bundle, "ret1")) as d:
+            got = gather(col, lambda m: _kind(m, "/errors"))
+            err = _kind(got, "/errors")[0]
+            assert err["code"] == "bad-command" and "retained command is ignored" in err["problem"]
+            assert "mosquitto_pub -r -n -t 'edge/ret1/cmd'" in err["problem"]
+            assert d.wait_idle() and d.counts["commands"] == 0 and d.counts["commands_refused"] == 1
+    finally:
+        pub.publish("edge/ret1/cmd", b"", qos=1, retain=True).wait_for_publish(5)
+        close(pub)
+
+
+def test_priming_exact_mode_steps_only_the_last_window(tiny_bundle):
+    """In exact mode only the last W primed samples can reach a state row, so a long history is
+    cut to them: the next forecast equals the one after priming with just those W samples."""
+    from edge_lstm.forecaster import Runtime
+
+    rt = Runtime.open(tiny_bundle, backend="numpy")
+    w = rt.window
+    history = [[float(v)] for v in np.resize(SERIES, 5000)]
+    rt.prime("long", history)
+    rt.prime("short", history[-w:])
+    a, b = rt.push("long", [float(SERIES[0])]), rt.push("short", [float(SERIES[0])])
+    assert not a.warming_up and a.seq == b.seq == 1
+    # same samples through the same engine, only the row index in the batch may differ:
+    # float32 results agree to a few ulps (1e-6 relative), a wrong window would be off by far more
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    rt.prime("other", history[-w - 1:-1])  # one sample off: a different window, a different forecast
+    assert abs(float(rt.push("other", [float(SERIES[0])]).values[0, 0]) - float(a.values[0, 0])) > 1e-3
