@@ -104,6 +104,21 @@ def take_preds(col, n: int, timeout: float = 20.0, others: list | None = None) -
     return got
 
 
+def gather(col, done, timeout: float = 30.0) -> list:
+    """Messages from a collector until `done(messages)` holds (or fail after `timeout`)."""
+    got: list = []
+    end = time.monotonic() + timeout
+    while not done(got):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"gave up waiting; got {got[-10:]}")
+        try:
+            got.append(col.messages.get(timeout=min(left, 0.5)))
+        except Exception:
+            pass
+    return got
+
+
 def reference(bundle: Path, samples, backend: str = "auto") -> dict[tuple[str, int], Forecast]:
     """What a plain Runtime forecasts for `samples` [(stream, value, ts)], keyed by (stream, seq)."""
     rt = Runtime.open(bundle, backend=backend)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datasets
-from daemon_harness import assert_matches, close, daemon_doc, publisher, reference, running
+from daemon_harness import assert_matches, close, daemon_doc, gather, publisher, reference, running
 from edge_lstm import control
 from edge_lstm.payload import FLOAT32_MAX, PayloadError, Reading, decode, validate_stream_id
 
@@ -321,21 +321,6 @@ def test_reset_and_prime_clear_a_streams_clock(tiny_bundle):
     assert rt.rewind_clocks(1e9) == ["q"] and rt.rewind_clocks(1e9) == []
     np.testing.assert_array_equal(rt.state_of("q"), state)
     assert isinstance(rt.push("q", [2.0], ts=12.0), Forecast)
-
-
-def gather(col, done, timeout: float = 30.0) -> list:
-    """Messages from a collector until `done(messages)` holds (or fail after `timeout`)."""
-    got: list = []
-    end = time.monotonic() + timeout
-    while not done(got):
-        left = end - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"gave up waiting; got {got}")
-        try:
-            got.append(col.messages.get(timeout=min(left, 0.5)))
-        except Exception:
-            pass
-    return got
 
 
 def _kind(msgs, suffix):

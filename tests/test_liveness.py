@@ -12,27 +12,12 @@ import time
 
 import pytest
 
-from daemon_harness import close, daemon_doc, publisher, running
+from daemon_harness import close, daemon_doc, gather, publisher, running
 from edge_lstm import config
 from edge_lstm.daemon import open_runtime
 from edge_lstm.mqtt import MqttLink
 
 pytestmark = pytest.mark.broker
-
-
-def gather(col, done, timeout: float = 30.0) -> list:
-    """Messages from a collector until `done(messages)` holds (or fail after `timeout`)."""
-    got: list = []
-    end = time.monotonic() + timeout
-    while not done(got):
-        left = end - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"gave up waiting; got {got[-10:]}")
-        try:
-            got.append(col.messages.get(timeout=min(left, 0.5)))
-        except Exception:
-            pass
-    return got
 
 
 def on(msgs, suffix: str) -> list:
