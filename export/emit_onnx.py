@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_lstm.activations import parse
 from edge_lstm_export.stack import Recurrent, Stack
 
 OPSET = 17
@@ -54,7 +55,10 @@ class _Graph:
         return self.op("Split", [x, self.const("split", np.array(sizes), np.int64)], hint, outputs=len(sizes), axis=1)
 
     def activation(self, name: str, x: str) -> str:
-        """Emit the Keras activation `name` applied to `x` (definitions of edge_lstm.activations)."""
+        """Emit the activation `name` applied to `x` (definitions of edge_lstm.activations)."""
+        name, value = parse(name)
+        if value is not None:  # a parametrized leaky_relu / elu
+            return self.op({"leaky_relu": "LeakyRelu", "elu": "Elu"}[name], [x], alpha=value)
         simple = {
             "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softplus": "Softplus",
             "softsign": "Softsign", "exponential": "Exp", "elu": "Elu", "selu": "Selu",
@@ -69,6 +73,8 @@ class _Graph:
             return self.op("LeakyRelu", [x], alpha=0.2)
         if name == "hard_sigmoid":
             return self.op("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        if name == "hard_sigmoid_keras2":
+            return self.op("HardSigmoid", [x], alpha=0.2, beta=0.5)
         if name in ("hard_silu", "hard_swish"):
             return self.op("HardSwish", [x])
         if name in ("swish", "silu"):
@@ -79,6 +85,12 @@ class _Graph:
             erf = self.op("Erf", [self.op("Mul", [x, self.const("rsqrt2", np.array(1 / math.sqrt(2)))])])
             half = self.op("Mul", [x, self.const("half", np.array(0.5))])
             return self.op("Mul", [half, self.op("Add", [erf, self.const("one", np.array(1.0))])])
+        if name == "gelu_tanh":
+            cube = self.op("Mul", [self.op("Mul", [x, x]), x])
+            inner = self.op("Add", [x, self.op("Mul", [cube, self.const("c", np.array(0.044715))])])
+            t = self.op("Tanh", [self.op("Mul", [inner, self.const("k", np.array(math.sqrt(2 / math.pi)))])])
+            half = self.op("Mul", [x, self.const("half", np.array(0.5))])
+            return self.op("Mul", [half, self.op("Add", [t, self.const("one", np.array(1.0))])])
         if name == "softmax":
             return self.op("Softmax", [x], axis=-1)
         if name == "log_softmax":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge_lstm.activations import ACTIVATIONS
+from edge_lstm.activations import known, supported
 from edge_lstm.errors import EdgeLstmError
 
 GATES = {"lstm": 4, "gru": 3}
@@ -59,10 +59,9 @@ class Recurrent:
             _expect(self, "recurrent_bias", rb, (width,))
             object.__setattr__(self, "recurrent_bias", np.asarray(rb, np.float64))
         for act in (self.activation, self.recurrent_activation):
-            if act not in ACTIVATIONS:
+            if not known(act):
                 raise UnsupportedModelError(
-                    f"layer {self.name!r}: activation {act!r} is not supported "
-                    f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+                    f"layer {self.name!r}: activation {act!r} is not supported (supported: {supported()})"
                 )
 
     @property
@@ -87,10 +86,9 @@ class Dense:
 
     def __post_init__(self) -> None:
         _expect(self, "bias", self.bias, (self.kernel.shape[1],))
-        if self.activation not in ACTIVATIONS:
+        if not known(self.activation):
             raise UnsupportedModelError(
-                f"layer {self.name!r}: activation {self.activation!r} is not supported "
-                f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+                f"layer {self.name!r}: activation {self.activation!r} is not supported (supported: {supported()})"
             )
 
     @property

@@ -8,7 +8,6 @@ import onnxruntime as ort
 import pytest
 
 import stacks
-from edge_lstm.activations import ACTIVATIONS
 from edge_lstm_export.emit_numpy import reference
 from edge_lstm_export.emit_onnx import build_step_graph, build_window_graph
 from edge_lstm_export.stack import Stack
@@ -40,7 +39,7 @@ def test_step_graph_matches_reference(name: str, cell: str) -> None:
     assert _max_step_error(stacks.zoo()[name], cell) < 1e-5
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("activation", stacks.activation_names())
 def test_every_head_activation(activation: str) -> None:
     """Every Keras activation the reader accepts has an ONNX form equal to the NumPy one."""
     rng = np.random.default_rng(3)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_lstm.activations import ACTIVATIONS
+from edge_lstm.activations import resolve
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,15 @@ class NumpyStep:
                     cast(layer.recurrent_kernel),
                     cast(layer.bias),
                     cast(layer.recurrent_bias),
-                    ACTIVATIONS[layer.activation],
-                    ACTIVATIONS[layer.recurrent_activation],
+                    resolve(layer.activation),
+                    resolve(layer.recurrent_activation),
                     at,
                 )
             )
             at += width
         self.state_size = at
         self.features = int(layers[0].kernel.shape[0])
-        self._head = [(cast(d.kernel), cast(d.bias), ACTIVATIONS[d.activation]) for d in head]
+        self._head = [(cast(d.kernel), cast(d.bias), resolve(d.activation)) for d in head]
         self.outputs = int(head[-1].kernel.shape[1])
         self._out_scale = cast(output_scale)
         self._out_offset = cast(output_offset)
