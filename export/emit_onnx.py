@@ -102,6 +102,13 @@ class _Graph:
         return self.op("Add", [mm, self.const(f"{hint}_bias", bias)], hint)
 
 
+def _dense_layers(g: _Graph, layers: tuple, inp: str, hint: str) -> str:
+    """`activation(inp @ kernel + bias)` for each Dense in turn (on the last axis)."""
+    for j, dense in enumerate(layers):
+        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"{hint}{j}"))
+    return inp
+
+
 def _lstm_matmul(g: _Graph, layer: Recurrent, inp: str, h: str, c: str, k: int) -> tuple[str, str]:
     u = layer.units
     # Reorder gates (i, f, g, o) -> (i, f, o, g): one recurrent activation over the first 3u.
@@ -177,7 +184,7 @@ def build_step_graph(stack: Stack, cell: str = "matmul", name: str = "edge-lstm-
     g = _Graph()
     widths = [w for layer in stack.recurrent for w in ([layer.units] * (2 if layer.kind == "lstm" else 1))]
     pieces = iter(g.split(IO["state"], widths, "state"))
-    inp, new_state = IO["x"], []
+    inp, new_state = _dense_layers(g, stack.pre, IO["x"], "pre"), []
     for k, layer in enumerate(stack.recurrent):
         use_op = cell == "op" and _op_supported(layer)
         if layer.kind == "lstm":
@@ -188,8 +195,7 @@ def build_step_graph(stack: Stack, cell: str = "matmul", name: str = "edge-lstm-
             h = (_gru_op if use_op else _gru_matmul)(g, layer, inp, next(pieces), k)
             new_state.append(h)
         inp = h
-    for j, dense in enumerate(stack.head):
-        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"dense{j}"))
+    inp = _dense_layers(g, stack.head, inp, "dense")
     if stack.output_scale is not None:
         inp = g.op("Mul", [inp, g.const("out_scale", stack.output_scale)])
         inp = g.op("Add", [inp, g.const("out_offset", stack.output_offset)])
@@ -236,7 +242,7 @@ def build_window_graph(stack: Stack, window: int) -> onnx.ModelProto:
     g = _Graph()
     axes0 = g.const("axes0", np.array([0]), np.int64)
     axes1 = g.const("axes1", np.array([1]), np.int64)
-    seq = g.op("Transpose", [IO["x"]], "seq", perm=[1, 0, 2])  # [W, B, F]
+    seq = _dense_layers(g, stack.pre, g.op("Transpose", [IO["x"]], "seq", perm=[1, 0, 2]), "pre")  # [W, B, F]
     h = None
     for k, layer in enumerate(stack.recurrent):
         if not _op_supported(layer):
@@ -256,9 +262,7 @@ def build_window_graph(stack: Stack, window: int) -> onnx.ModelProto:
             y, h = g.op("GRU", [seq, g.const("W", w), g.const("R", r), g.const("B", b)], f"gru{k}",
                         outputs=2, hidden_size=u, linear_before_reset=int(layer.reset_after), activations=acts)
         seq = g.op("Squeeze", [y, axes1])  # [W, 1, B, u] -> [W, B, u]
-    inp = g.op("Squeeze", [h, axes0])
-    for j, dense in enumerate(stack.head):
-        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"dense{j}"))
+    inp = _dense_layers(g, stack.head, g.op("Squeeze", [h, axes0]), "dense")
     if stack.output_scale is not None:
         inp = g.op("Add", [g.op("Mul", [inp, g.const("out_scale", stack.output_scale)]),
                            g.const("out_offset", stack.output_offset)])

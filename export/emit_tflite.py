@@ -132,7 +132,8 @@ def _step_module(tf, stack: Stack, *, split_input: bool):
     """A tf.Module whose `step(x, state)` is the packed-state step of `stack`."""
     f32 = lambda a: tf.constant(np.asarray(a, np.float32))  # noqa: E731
     cells = [_cell(tf, f32, layer, split_input) for layer in stack.recurrent]
-    head = [(f32(d.kernel), f32(d.bias), _activation(tf, d.activation)) for d in stack.head]
+    head, pre = ([(f32(d.kernel), f32(d.bias), _activation(tf, d.activation)) for d in part]
+                 for part in (stack.head, stack.pre))
     out_scale = None if stack.output_scale is None else f32(stack.output_scale)
     out_offset = None if stack.output_offset is None else f32(stack.output_offset)
     widths = [layer.state_width for layer in stack.recurrent]
@@ -147,6 +148,8 @@ def _step_module(tf, stack: Stack, *, split_input: bool):
         def step(self, x, state):
             parts = tf.split(state, widths, axis=1) if len(widths) > 1 else [state]
             inp, new = x, []
+            for kernel, bias, act in pre:
+                inp = act(tf.matmul(inp, kernel) + bias)
             for cell, part in zip(cells, parts):
                 inp, part_out = cell(inp, part)
                 new.append(part_out)

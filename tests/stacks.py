@@ -50,6 +50,10 @@ def zoo(rng: np.random.Generator | None = None) -> dict[str, Stack]:
             (recurrent("lstm", 2, 4, rng, recurrent_activation="hard_sigmoid_keras2"),),
             (dense(4, 1, rng, "leaky_relu:0.01"),), window=5,
         ),
+        "pre-dense": Stack(
+            (recurrent("lstm", 4, 5, rng), recurrent("gru", 5, 3, rng)), (dense(3, 2, rng),), window=6,
+            pre=(dense(3, 6, rng, "gelu_tanh"), dense(6, 4, rng)),
+        ),
         "hard-sigmoid-relu": Stack(
             (recurrent("lstm", 2, 4, rng, recurrent_activation="hard_sigmoid", activation="relu"),),
             (dense(4, 1, rng),), window=5,
