@@ -152,7 +152,7 @@ def read_torch(
 
 def predict_torch(
     source: "str | Path | torch.nn.Module", windows: np.ndarray, *, factory: str | None = None,
-    features: int | None = None, window: int | None = None,
+    features: int | None = None, window: int | None = None, stack: Stack | None = None,
 ) -> np.ndarray:
     """The module's own forward pass on `windows` [N, W, F]: the parity reference for export.
 
