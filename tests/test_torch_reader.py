@@ -145,7 +145,7 @@ class _LastStep(nn.Module):
 
 
 def test_sequential_with_dropout_shim_and_activations():
-    """Dropout is skipped, a parameterless last-step shim passes, activations join the Linear."""
+    """Dropout is skipped, the last-step shim's own forward is read, activations join the Linear."""
     torch.manual_seed(0)
     module = nn.Sequential(
         nn.LSTM(1, 8, num_layers=2, batch_first=True, dropout=0.3),
@@ -155,7 +155,8 @@ def test_sequential_with_dropout_shim_and_activations():
     windows = _random_windows()
     stack = read_torch(module)
     assert [d.activation for d in stack.head] == ["relu", "sigmoid"]
-    assert stack.source["assumed_passthrough"] == ["1 (_LastStep)"]
+    assert stack.source["read_from"] == "forward() graph"
+    assert stack.source["calls"] == ["0", "2.0", "2.1", "2.2", "2.3", "2.4"]
     got = reference(stack).run_window(windows)
     assert np.abs(got - _predict(module, windows)).max() <= TOL
 
