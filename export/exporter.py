@@ -129,7 +129,7 @@ def export_model(
     out: str | Path,
     *,
     name: str | None = None,
-    scaler: Any = None,
+    scaler: Scaler | None = None,
     scaler_specs: tuple[str, ...] = (),
     target_scaler_specs: tuple[str, ...] = (),
     fit_scaler: str | Path | None = None,
@@ -150,8 +150,8 @@ def export_model(
 
     `model` is a file (`.keras`, `.h5`, TorchScript `.pt`, or a state_dict with `torch_factory`)
     or the live `keras.Model` / `torch.nn.Module` right after training. `window` is the training
-    window when the model does not record it (PyTorch). The scaler comes from `scaler` (an
-    edge-lstm `Scaler`, or a fitted sklearn `MinMaxScaler`/`StandardScaler`), `scaler_specs`
+    window when the model does not record it (PyTorch). The scaler comes from `scaler` (a
+    `Scaler`, e.g. `Scaler("minmax", x_min, 1 / (x_max - x_min), y_min, 1 / (y_max - y_min))`), `scaler_specs`
     (`minmax:MIN,MAX` / `standard:MEAN,STD` per feature, or one JSON file path) or `fit_scaler`
     (a CSV: the classic MinMaxScaler recipe); none of them means the model sees the values as
     they come. `data` (a CSV with a header, or an array [T, F] in sensor units; defaults to
@@ -240,9 +240,10 @@ def _scaling(stack: Stack, scaler, scaler_specs, target_scaler_specs, fit_scaler
     elif scaler_specs:
         scaler = from_specs(list(scaler_specs), list(target_scaler_specs) or None, stack.features, stack.outputs)
     elif scaler is not None and not isinstance(scaler, Scaler):
-        from edge_lstm_export.scaler import from_sklearn
-
-        scaler = from_sklearn(scaler, stack.features, stack.outputs)
+        raise ScalerError(
+            f"scaler: a {type(scaler).__name__} was given; pass an edge_lstm_export.scaler.Scaler, "
+            "scaler_specs=('minmax:MIN,MAX', ...) or fit_scaler='data.csv'"
+        )
     feature_names = list(feature_names or [f"x{i}" for i in range(stack.features)])
     target_names = list(target_names or (feature_names if stack.outputs == stack.features
                                          else [f"y{i}" for i in range(stack.outputs)]))

@@ -174,23 +174,3 @@ def fit_minmax(path: Path, features: int, targets: int, columns: list[str] | Non
         y_specs = [f"minmax:{lo},{hi}" for lo, hi in zip(ys.min(axis=0), ys.max(axis=0))]
     return from_specs(specs, y_specs, features, targets), names_x
 
-
-def from_sklearn(scaler: object, features: int, targets: int) -> Scaler:
-    """A fitted sklearn `MinMaxScaler` (default feature_range) or `StandardScaler`, used for
-    the features and, when the model forecasts its own inputs, the targets."""
-    kind = type(scaler).__name__
-    if kind == "MinMaxScaler" and hasattr(scaler, "data_min_"):
-        if tuple(getattr(scaler, "feature_range", (0, 1))) != (0, 1):
-            raise ScalerError(f"MinMaxScaler(feature_range={scaler.feature_range}): only (0, 1) is supported")
-        specs = [f"minmax:{lo},{hi}" for lo, hi in zip(scaler.data_min_, scaler.data_max_)]
-    elif kind == "StandardScaler" and hasattr(scaler, "scale_"):
-        mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(len(scaler.scale_))
-        specs = [f"standard:{m},{s}" for m, s in zip(mean, scaler.scale_)]
-    else:
-        raise ScalerError(
-            f"scaler: a {kind} is not one edge-lstm can fold in; give an edge_lstm_export.scaler.Scaler "
-            "or a fitted sklearn MinMaxScaler / StandardScaler"
-        )
-    if len(specs) != features:
-        raise ScalerError(f"scaler: the {kind} was fitted on {len(specs)} columns, the model reads {features}")
-    return from_specs(specs, None, features, targets)
