@@ -290,9 +290,9 @@ def _write_and_check(stack: Stack, framework: str, source: Any, reader_kwargs: d
     if ref.values is None:
         from edge_lstm_export.emit_numpy import reference
 
-        ref = Reference(reference(stack).run_window(model_units), "weights (float64)")
         result.notes.append(f"{ref.why_not or framework + ' is not available'}: parity is against the file's "
                             "weights in float64 (this checks the emitters, not the reader)")
+        ref = Reference(reference(stack).run_window(model_units), "weights (float64)")
     want = ref.values
 
     device = scaler.fold(stack) if scaler else stack
@@ -313,14 +313,18 @@ def _write_and_check(stack: Stack, framework: str, source: Any, reader_kwargs: d
     # The device's exact mode, fed the series one sample at a time, must give the same forecasts.
     runtime = exact_mode(bundle, tail[: len(sensor) + stack.window - 1])
     result.parity.append(compare("runtime exact mode (onnx/fp32)", ref.name, runtime, want, scaler))
-    if real and len(bundle.variants) > 2:
+    columns = _target_columns(feature_names, target_names)
+    if real and len(bundle.variants) > 2 and columns is None and stack.outputs != stack.features:
+        result.notes.append("held-out accuracy of the variants not scored: name the data's target columns with "
+                            "--target-names (the model forecasts values that are not its input columns)")
+    elif real and len(bundle.variants) > 2:
         from edge_lstm_export.variant_report import evaluate_variants
 
         want_sensor = want / scaler.y_scale + scaler.y_offset if scaler else want
         result.accuracy = evaluate_variants(
             [v for v in bundle.variants if v.backend != "numpy"], series=series, window=stack.window,
             holdout_start=int(len(series) * (1 - HOLDOUT)), source_windows=sensor, source_expected=want_sensor,
-            calibration=pairs, target_columns=_target_columns(feature_names, target_names),
+            calibration=pairs, target_columns=columns,
         )
     write_report(result)
     return result

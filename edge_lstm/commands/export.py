@@ -40,6 +40,9 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
            target_names, torch_factory, features, window, cell, formats, quantize, calibration, baseline_windows) -> None:
     """Turn a trained Keras or PyTorch model into a bundle, and prove it matches.
 
+    Every fp32 variant, and the runtime's exact mode, must reproduce the framework's own
+    prediction (within 1e-4 of the output scale) or the export exits 1 and writes nothing.
+
     \b
     Accepted models:
       model.keras / model.h5           Keras 3 archive or legacy HDF5 (no TensorFlow needed)
