@@ -62,8 +62,8 @@ class Val:
 
     kind: "input" (the module's input), "seq" (a per-step sequence), "vec" (one vector per
     sample), "rnn" (an nn.LSTM/GRU call's (output, hidden)), "hidden" (LSTM's (h_n, c_n)),
-    "h_n" / "c_n" (final states [layers, B, H]), "zeros", "tuple", "const", "extra" (another
-    input), "other" (shapes, devices).
+    "h_n" / "c_n" (final states [layers, B, H]), "zeros", "tuple", "extra" (another input),
+    "other" (shapes, devices).
     """
 
     kind: str
@@ -72,7 +72,6 @@ class Val:
     swapped: bool = False  # a pre-recurrent "seq" with axes 0 and 1 swapped relative to the input
     depth: int = 0  # layers of the nn.LSTM/GRU behind an "h_n"
     items: tuple = ()  # "tuple" members, or "rnn": (seq, hidden)
-    value: Any = None  # "const"
     width: int = 0  # values per step/sample of a "seq"/"vec"/"h_n"
 
 
@@ -116,9 +115,8 @@ class Interpreter:
             return x
         if kind in _ACTIVATIONS:
             return self.activation(where, _module_activation(where, kind, module), x)
-        if kind in ("Flatten", "Unflatten"):
-            start = int(getattr(module, "start_dim", 1))
-            return self.op("flatten", [x, start], {}, where)
+        if kind == "Flatten":
+            return self.op("flatten", [x, int(getattr(module, "start_dim", 1))], {}, where)
         raise Unmappable(
             f"{where} is called by forward() but is not supported in a streamable stack (supported: "
             "nn.LSTM, nn.GRU, nn.Linear before and after them, activation modules, Dropout, Identity)"
@@ -261,9 +259,11 @@ class Interpreter:
             return x if index == 0 else Val("extra")
         if x.kind in ("tuple", "rnn", "hidden") and isinstance(index, int):
             return x.items[index]
-        if x.kind in ("other", "zeros", "const", "extra"):
+        if x.kind in ("other", "zeros", "extra"):
             return x
         entries = _entries(index)
+        if all(_full(e) for e in entries):
+            return x  # x[:, :] (TorchScript writes out[:, -1, :] as three index steps)
         if x.kind == "h_n":
             first, rest = entries[0], entries[1:]
             if isinstance(first, int) and first in (-1, x.depth - 1) and all(_full(e) for e in rest):
@@ -530,7 +530,7 @@ def _qualified(target: Any) -> str:
 def _leaf_classes() -> set[str]:
     from edge_lstm_export.readers.torch import LEAVES
 
-    return set(LEAVES) | set(_ACTIVATIONS) | {"Flatten", "Unflatten", "LayerNorm", "BatchNorm1d"}
+    return set(LEAVES) | set(_ACTIVATIONS) | {"Flatten", "LayerNorm", "BatchNorm1d"}
 
 
 class _TorchScript:
@@ -593,8 +593,7 @@ class _TorchScript:
             args = [self._plain(a, where) for a in ins[1:]]
             from edge_lstm_export.readers.torch import _class_name
 
-            leaf = _class_name(sub) in _leaf_classes() or not any(True for _ in sub.children())
-            if leaf and node.s("name").startswith("forward"):
+            if _class_name(sub) in _leaf_classes() and node.s("name").startswith("forward"):
                 result = self.it.module(path, sub, args)
                 if str(outs[0].type()) == "Tensor" and isinstance(result, Val) and result.kind == "rnn":
                     result = result.items[0]  # a traced RNN call returns its output sequence only
