@@ -12,7 +12,7 @@ few epochs on a deterministic multivariate series, saved as a user would hand it
 framework on every window), "refused: ..." (a clear message naming the layer and the
 reason) or "parity fails" (the export exits 1 and writes nothing). The README's "Models
 accepted" table lists these entries (tests/test_corpus.py checks it; regenerate it with
-`python tests/corpus.py`).
+`python tests/corpus.py`; `python tests/corpus.py --measure` prints each exact entry's error).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def sliding(data: np.ndarray, window: int) -> np.ndarray:
 
 
 def _train_data(window: int, features: int, targets: int, seed: int = 0, rows: int = 160):
-    data = series(rows + CHECKED_WINDOWS + window, features, seed)
+    data = series(rows + CHECKED_WINDOWS + window - 1, features, seed)
     x = sliding(data[:rows], window)[:-1]
     y = data[window:rows, :targets]
     if targets > 1 and targets != features:
@@ -571,10 +571,42 @@ ENTRIES: tuple[Entry, ...] = (
 BY_NAME = {e.name: e for e in ENTRIES}
 
 
+def exact_mode_error(built: Built, bundle: Path, backend: str = "onnx") -> tuple[float, int]:
+    """(max abs error, windows): the bundle's exact mode fed `built.series` one sample at a time
+    against the framework's own prediction for every window ending at each sample."""
+    from edge_lstm.forecaster import Runtime
+
+    windows = sliding(built.series, built.window)
+    want = built.predict(windows).reshape(len(windows), -1)
+    rt = Runtime.open(bundle, backend=backend, mode="exact")
+    got = np.array([rt.push("s", x).values[0] for x in built.series])[built.window - 1 :]
+    return float(np.abs(got - want).max()), len(want)
+
+
+def measure() -> None:
+    """Export every "exact" entry and print its exact-mode error (the README's figures)."""
+    import tempfile
+    import warnings
+
+    from edge_lstm_export import export_model
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        for e in ENTRIES:
+            if e.outcome != "exact":
+                continue
+            folder = Path(tmp) / e.name
+            folder.mkdir()
+            built = e.build(folder)
+            export_model(built.source, folder / "bundle", data=built.series, **built.export_kwargs)
+            err, n = exact_mode_error(built, folder / "bundle")
+            print(f"{e.name:18} {e.framework:6} window {built.window:3d}  {n} windows  max abs {err:.1e}")
+
+
 def readme_table() -> str:
     """The README's "Models accepted" corpus table, from ENTRIES."""
     rows = ["| corpus model | source | edge-lstm |", "|---|---|---|"]
-    shown = {"exact": "exports; exact mode = framework (1e-5, 52 windows)", "parity fails": "export fails (exit 1), no bundle"}
+    shown = {"exact": f"exports; exact mode = framework (1e-5, {CHECKED_WINDOWS} windows)", "parity fails": "export fails (exit 1), no bundle"}
     for e in ENTRIES:
         result = shown.get(e.outcome) or f"refused ({e.outcome.removeprefix('refused: ')})"
         rows.append(f"| {e.recipe} | {e.framework} | {result} |")
@@ -582,4 +614,6 @@ def readme_table() -> str:
 
 
 if __name__ == "__main__":
-    print(readme_table())
+    import sys
+
+    measure() if "--measure" in sys.argv else print(readme_table())

@@ -15,14 +15,11 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import corpus
-from edge_lstm.bundle import Bundle
 from edge_lstm.cli import main
-from edge_lstm.forecaster import Runtime
 from edge_lstm_export.exporter import export_model
 from edge_lstm_export.parity import ParityError
 from edge_lstm_export.stack import UnsupportedModelError
@@ -85,14 +82,9 @@ def test_exports_and_exact_mode_equals_the_framework(models: Corpus, name: str, 
     result = export_model(built.source, tmp_path / "bundle", data=built.series, **built.export_kwargs)
     if name.startswith("keras22"):  # Keras 3 cannot be the reference for Keras 2's hard_sigmoid: said so
         assert any("hard_sigmoid (clip(0.2x+0.5))" in note for note in result.notes), result.notes
-    windows = corpus.sliding(built.series, built.window)
-    want = built.predict(windows).reshape(len(windows), -1)
-    assert len(want) >= 50
-    bundle = Bundle.open(tmp_path / "bundle")
     for backend in ("onnx", "numpy"):
-        rt = Runtime.open(bundle, backend=backend, mode="exact")
-        got = np.array([rt.push("s", x).values[0] for x in built.series])[built.window - 1 :]
-        err = float(np.abs(got - want).max())
+        err, windows = corpus.exact_mode_error(built, tmp_path / "bundle", backend)
+        assert windows >= 50
         assert err <= TOL, f"{name} {backend}: exact mode is {err:.2e} from the framework"
 
 
