@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -230,6 +231,36 @@ def test_forward_operations_it_cannot_map_are_named(case):
     code, message = FORWARD_REFUSALS[case]
     with pytest.raises(UnsupportedModelError, match=message):
         read_torch(_Forward(code), window=12)
+
+
+class _PerStep(nn.Module):
+    """darts RNNModel's shape: a head on every output step, an optional state argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.V = nn.Linear(4, 2)
+
+    def forward(self, x, h: Optional[torch.Tensor] = None):
+        out, last = self.rnn(x) if h is None else self.rnn(x, h)
+        return self.V(out), last
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_per_step_head_with_an_optional_state(tmp_path, how):
+    """forward(x, h=None) is read as called with x alone; its per-step output's last step is the forecast."""
+    torch.manual_seed(7)
+    module = _PerStep().eval()
+    source = module
+    if how == "script":
+        source = tmp_path / "per-step.pt"
+        torch.jit.save(torch.jit.script(module), str(source))
+    stack = read_torch(source)
+    assert stack.source["sequence_output"] and stack.source["output_time_axis"] == 1
+    windows = _random_windows(features=3)
+    with torch.no_grad():
+        want = module(torch.from_numpy(windows))[0][:, -1].numpy()
+    assert np.abs(reference(stack).run_window(windows) - want).max() <= TOL
 
 
 class _TwoRecurrent(nn.Module):

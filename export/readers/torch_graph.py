@@ -543,8 +543,11 @@ class _TorchScript:
         graph = self.root.forward.graph
         inputs = list(graph.inputs())
         env: dict[Any, Any] = {inputs[0]: ("module", "", self.root)}
+        schema = self.root.forward.schema.arguments
         for k, v in enumerate(inputs[1:]):
             env[v] = Val("input") if k == 0 else Val("extra")
+            if k > 0 and k + 1 < len(schema) and schema[k + 1].default_value is None and schema[k + 1].has_default_value():
+                env[v] = None  # forward(x, h=None) is called with x alone
             if k == 0 and str(v.type()).startswith("Tuple"):
                 env[v] = Val("tuple", items=(Val("input"), Val("extra")))
                 self.it.flow.input_tuple = True
