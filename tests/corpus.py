@@ -300,6 +300,9 @@ def _fit_torch(module, window: int, features: int, targets: int, *, seed: int, c
 TORCH_CLASSES = textwrap.dedent(
     '''
     """Forecasters written the way public PyTorch code writes them (the corpus's factories)."""
+    import dataclasses
+    from typing import Any, Optional
+
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -404,6 +407,78 @@ TORCH_CLASSES = textwrap.dedent(
             return predictions, last_hidden_state
 
 
+    @dataclasses.dataclass
+    class PLModuleInput:
+        """darts (0.3x+)'s model-facing batch, condensed: the module reads fields, replaces them
+        and concatenates the past features itself."""
+
+        past_target: torch.Tensor
+        past_covariates: Optional[torch.Tensor] = None
+        historic_future_covariates: Optional[torch.Tensor] = None
+        static_covariates: Optional[torch.Tensor] = None
+        state: Any = None
+        stage: str = "predict"
+
+        def replace(self, **changes):
+            return dataclasses.replace(self, **changes)
+
+        def concatenate_past_features(self):
+            parts = (self.past_target, self.past_covariates, self.historic_future_covariates)
+            return torch.cat([t for t in parts if t is not None], dim=2)
+
+
+    @dataclasses.dataclass
+    class PLModuleOutput:
+        prediction: torch.Tensor
+        state: Any = None
+
+
+    class DartsRNNModule(nn.Module):
+        """darts 0.48's CustomRNNModule: PLModuleInput in, PLModuleOutput out, a per-step V,
+        the last step kept at prediction time; criterion and metrics children."""
+
+        def __init__(self, name="LSTM", input_size=6, hidden_dim=16, num_layers=2, target_size=1, nr_params=1):
+            super().__init__()
+            self.criterion = nn.MSELoss()
+            self.train_metrics = nn.ModuleDict({"mse": nn.MSELoss()})
+            self.target_size, self.nr_params = target_size, nr_params
+            self.rnn = getattr(nn, name)(input_size, hidden_dim, num_layers, batch_first=True)
+            self.V = nn.Linear(hidden_dim, target_size * nr_params)
+
+        def forward(self, x_in: PLModuleInput) -> PLModuleOutput:
+            past_target = x_in.past_target
+            if x_in.state is not None:
+                past_target = past_target[:, -1:]
+            x_in = x_in.replace(past_target=past_target)
+            x = x_in.concatenate_past_features()
+            batch_size = x.shape[0]
+            out, last_hidden_state = self.rnn(x) if x_in.state is None else self.rnn(x, x_in.state)
+            predictions = self.V(out)
+            predictions = predictions.view(batch_size, -1, self.target_size, self.nr_params)
+            if x_in.stage == "predict":
+                predictions = predictions[:, -1:, :]
+            return PLModuleOutput(prediction=predictions, state=last_hidden_state)
+
+
+    class DartsBlockRNNModule(nn.Module):
+        """darts 0.48's CustomBlockRNNModule: the fc on the last output_chunk_length RNN outputs."""
+
+        def __init__(self, output_chunk_length=1, input_size=6, hidden_dim=16):
+            super().__init__()
+            self.criterion = nn.MSELoss()
+            self.output_chunk_length = output_chunk_length
+            self.rnn = nn.GRU(input_size, hidden_dim, 1, batch_first=True)
+            self.fc = nn.Sequential(nn.Linear(hidden_dim, 8), nn.ReLU(), nn.Linear(8, 1))
+
+        def forward(self, x_in: PLModuleInput) -> PLModuleOutput:
+            x_past = x_in.concatenate_past_features()
+            batch_size = x_past.shape[0]
+            out, _ = self.rnn(x_past)
+            out = out[:, -self.output_chunk_length :, :]
+            predictions = self.fc(out)
+            return PLModuleOutput(prediction=predictions.view(batch_size, self.output_chunk_length, 1, 1))
+
+
     class ActivationHeads(nn.Module):
         """A Linear + GELU before a seq-first LSTM (input permuted in forward), GELU (tanh) and
         LeakyReLU heads."""
@@ -479,7 +554,7 @@ def _factory_module(folder: Path):
 
 
 def _torch_entry(cls: str, *, window: int = 12, outputs: int = 1, tuple_input: bool = False, save: str = "state_dict",
-                 seed: int = 11, kwargs: str = "") -> Callable[[Path], Built]:
+                 seed: int = 11, kwargs: str = "", darts_batch: bool = False) -> Callable[[Path], Built]:
     """Train the class (6 features), save it (state_dict + factory, or TorchScript)."""
 
     def build(folder: Path) -> Built:
@@ -489,6 +564,9 @@ def _torch_entry(cls: str, *, window: int = 12, outputs: int = 1, tuple_input: b
         torch.manual_seed(seed)
         module = eval(f"classes.{cls}({kwargs})", {"classes": classes})  # noqa: S307 - our own corpus text
         call = None
+        if darts_batch:
+            def call(m, b):
+                return m(classes.PLModuleInput(past_target=b)).prediction
         if tuple_input:
             def call(m, b):
                 out = m((b, None))
@@ -499,6 +577,8 @@ def _torch_entry(cls: str, *, window: int = 12, outputs: int = 1, tuple_input: b
         def predict(windows: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 x = torch.from_numpy(windows)
+                if darts_batch:
+                    return module(classes.PLModuleInput(past_target=x)).prediction.reshape(len(windows), -1).numpy()
                 out = module((x, None)) if tuple_input else module(x)
                 out = out[0] if isinstance(out, tuple) else out
                 if out.dim() == 4 and out.shape[1] == windows.shape[1]:  # darts RNNModel: every step
@@ -551,14 +631,23 @@ ENTRIES: tuple[Entry, ...] = (
           _torch_entry("SigmoidForward", save="script")),
     Entry("lightning-like", "torch", "Lightning-style module holding `criterion` and metrics children, Dropout", "exact",
           _torch_entry("LitForecaster")),
-    Entry("darts-block-gru", "torch", "darts `BlockRNNModel` module (GRU): tuple input, fc on `h_n[-1]`, `.view(B, 3, 1, 1)`",
+    Entry("darts-block-gru", "torch", "older darts `BlockRNNModel` module (GRU): tuple input, fc on `h_n[-1]`, `.view(B, 3, 1, 1)`",
           "exact", _torch_entry("BlockRNNModule", outputs=3, tuple_input=True)),
-    Entry("darts-block-lstm", "torch", "darts `BlockRNNModel` module (LSTM)", "exact",
+    Entry("darts-block-lstm", "torch", "older darts `BlockRNNModel` module (LSTM)", "exact",
           _torch_entry("BlockRNNModule", outputs=3, tuple_input=True, kwargs="name='LSTM'")),
-    Entry("darts-rnn-lstm", "torch", "darts `RNNModel` module (LSTM): per-step head on every output step", "exact",
+    Entry("darts-rnn-lstm", "torch", "older darts `RNNModel` module (LSTM): per-step head on every output step", "exact",
           _torch_entry("RNNModule", outputs=2, tuple_input=True)),
-    Entry("darts-rnn-gru", "torch", "darts `RNNModel` module (GRU)", "exact",
+    Entry("darts-rnn-gru", "torch", "older darts `RNNModel` module (GRU)", "exact",
           _torch_entry("RNNModule", outputs=2, tuple_input=True, kwargs="name='GRU'")),
+    Entry("darts48-rnn-lstm", "torch", "darts 0.48 `RNNModel` module: `PLModuleInput` dataclass in, `PLModuleOutput` out, `concatenate_past_features()`",
+          "exact", _torch_entry("DartsRNNModule", darts_batch=True)),
+    Entry("darts48-rnn-gru", "torch", "darts 0.48 `RNNModel` module (GRU)", "exact",
+          _torch_entry("DartsRNNModule", darts_batch=True, kwargs="name='GRU'")),
+    Entry("darts48-block-1", "torch", "darts 0.48 `BlockRNNModel` module, `output_chunk_length=1`", "exact",
+          _torch_entry("DartsBlockRNNModule", darts_batch=True)),
+    Entry("darts48-block-3", "torch", "darts 0.48 `BlockRNNModel` module, `output_chunk_length=3` (fc on the last 3 RNN outputs)",
+          "refused: keeps the last 3 time steps", _torch_entry("DartsBlockRNNModule", darts_batch=True,
+                                                               kwargs="output_chunk_length=3", outputs=3), "getitem"),
     Entry("activation-heads", "torch", "`Linear`+`GELU` before a sequence-first LSTM, `GELU(approximate='tanh')` and `LeakyReLU(0.1)` heads",
           "exact", _torch_entry("ActivationHeads", outputs=2)),
     Entry("mean-pooled", "torch", "`fc(out.mean(dim=1))`: the output averaged over the window", "refused: applies 'mean' to the data",

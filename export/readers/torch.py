@@ -173,9 +173,13 @@ def predict_torch(
         inp = x.transpose(0, 1) if seq_first else x
         was = module.training
         try:
+            adapter = _input_adapter(module) if info.get("input_adapter") else None
             with torch.no_grad():
                 module.eval()
-                out = module((inp, None) if info.get("input_tuple") else inp)
+                if adapter is not None:
+                    out = adapter[1](module, inp)
+                else:
+                    out = module((inp, None) if info.get("input_tuple") else inp)
         finally:
             module.train(was)
         while isinstance(out, (tuple, list)):
@@ -422,13 +426,68 @@ def _leaves(module: "torch.nn.Module", prefix: str = "") -> Iterator[tuple[str, 
             yield from _leaves(child, path)
 
 
+def _input_adapter(module: "torch.nn.Module") -> tuple[str, Any] | None:
+    """How to call a module whose forward() takes a structured batch instead of a tensor.
+
+    darts (0.3x and later) modules take a `PLModuleInput` dataclass (`past_target` plus
+    covariates, a state, a stage) and return a `PLModuleOutput`; edge-lstm calls them as darts
+    does at prediction time: `module(PLModuleInput(past_target=x)).prediction`.
+    """
+    import inspect
+    import typing
+
+    if _is_script(module):
+        return None
+    try:
+        forward = inspect.unwrap(type(module).forward)
+        first = list(inspect.signature(forward).parameters.values())[1]
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return None
+    annotation = first.annotation
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if name != "PLModuleInput":
+        return None
+    cls = annotation if not isinstance(annotation, str) else None
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(forward).get(first.name)
+        except Exception:  # noqa: BLE001 - unresolvable hints: look the name up instead
+            cls = getattr(forward, "__globals__", {}).get("PLModuleInput")
+    if cls is None:
+        return None
+    return "darts PLModuleInput(past_target=x).prediction", lambda m, x: m(cls(past_target=x)).prediction
+
+
+def _adapted_class():
+    import torch
+
+    class Adapted(torch.nn.Module):
+        """`adapter(inner, x)` as a forward, so the tracer sees a tensor in and a tensor out."""
+
+        def __init__(self, inner: torch.nn.Module, adapter: Any) -> None:
+            super().__init__()
+            self.inner = inner
+            self._adapter = adapter
+
+        def forward(self, x):
+            return self._adapter(self.inner, x)
+
+    return Adapted
+
+
+def _Adapted(inner: "torch.nn.Module", adapter: Any) -> "torch.nn.Module":  # noqa: N802 - a class factory
+    return _adapted_class()(inner, adapter)
+
+
 def _read_forward(module: "torch.nn.Module") -> tuple[list[Recurrent], list[Dense], list[Dense], dict]:
     """(recurrent, head, pre, details) from forward()'s own dataflow; when it cannot be traced
     (a loop, a branch on tensor values), from the registration order, with a hint saying so."""
     from edge_lstm_export.readers.torch_graph import Interpreter, Untraceable, trace
 
+    adapter = _input_adapter(module)
     try:
-        flow = trace(module, Interpreter(_recurrent, _linear, _class_name))
+        traced = module if adapter is None else _Adapted(module, adapter[1])
+        flow = trace(traced, Interpreter(_recurrent, _linear, _class_name))
     except Untraceable as exc:
         recurrent, head, details = _walk(module)
         details["read_from"] = "registration order"
@@ -438,7 +497,10 @@ def _read_forward(module: "torch.nn.Module") -> tuple[list[Recurrent], list[Dens
             "torch.sigmoid, a scaling, a skipped layer) are not in the bundle"
         ]
         return recurrent, head, [], details
-    details: dict[str, Any] = {"read_from": "forward() graph", "calls": flow.calls}
+    calls = [c.removeprefix("inner.") for c in flow.calls] if adapter else flow.calls
+    details: dict[str, Any] = {"read_from": "forward() graph", "calls": calls}
+    if adapter:
+        details["input_adapter"] = adapter[0]
     if flow.input_time_axis is not None:
         details["batch_first"] = flow.input_time_axis == 1
     if flow.input_tuple:

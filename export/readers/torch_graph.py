@@ -133,6 +133,8 @@ class Interpreter:
         x = args[0] if args else None
         if isinstance(x, Val) and x.kind == "zeros" and name in (_IDENTITY | {"expand", "repeat"}):
             return x
+        if name in ("cat", "concat", "concatenate") and isinstance(x, Val) and x.kind == "tuple" and len(x.items) == 1:
+            return x.items[0]  # concatenating one tensor (darts' concatenate_past_features without covariates)
         if name in ("dropout", "feature_dropout", "alpha_dropout"):
             train = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
             if train is True:
@@ -282,6 +284,13 @@ class Interpreter:
                 return Val("vec", layers=x.layers, width=x.width)
             if keep and _full(at):
                 return x
+            if keep and isinstance(at, slice) and isinstance(at.start, int) and at.start < -1 and at.stop is None:
+                raise Unmappable(
+                    f"{where}: forward() keeps the last {-at.start} time steps of the sequence "
+                    f"([{_show(index)}]) for a {-at.start}-step forecast: each value would come from a "
+                    "different time step, while a step model forecasts from the latest sample; only the "
+                    "last step (out[:, -1]) streams (darts: output_chunk_length=1)"
+                )
         raise Unmappable(
             f"{where}: forward() indexes the {x.kind} with [{_show(index)}]; edge-lstm maps taking the last "
             "time step (out[:, -1] batch-first, out[-1] sequence-first) and the last layer's h_n[-1]"
