@@ -378,6 +378,9 @@ class Runtime:
     def _derive_layout(self) -> None:
         """Sizes that follow from the model and the options."""
         self._rows = self.window if self.mode == "exact" else 1
+        # Exact mode zeroes one row before every step, also when W = 1 (one row, zeroed each
+        # time: the window model on the last sample alone); continuous mode never does.
+        self._zero_rows = self.mode == "exact"
         # recent(): W samples re-prime a stream exactly; without a window, a stateful model
         # gets the last (up to) 32.
         self._recent_len = self.window or min(self.quality_window, 32)
@@ -479,7 +482,7 @@ class Runtime:
             xb[...] = values
         data = self._table.data
         sb[...] = data[slot]
-        if rows > 1:
+        if self._zero_rows:
             sb[since % rows] = 0.0
         y, so = engine.run(rows)
         data[slot] = so
@@ -796,7 +799,7 @@ class Runtime:
             sb3[...] = data[lo : lo + b]
         else:
             np.take(data, slots, axis=0, out=sb3)
-        if rows > 1:
+        if self._zero_rows:
             sb3[np.arange(b), since % rows] = 0.0
         y, so = engine.run(b * rows)
         if block:
@@ -823,7 +826,7 @@ class Runtime:
             xb, sb = engine.buffers(b * rows)
             xb.reshape(b, rows, nf)[...] = prev[:, self._perm][:, None, :]
             sb[...] = state
-            if rows > 1:
+            if self._zero_rows:
                 sb.reshape(b, rows, self.state_size)[ar, (since + k) % rows] = 0.0
             y, so = engine.run(b * rows)
             state[...] = so

@@ -71,6 +71,7 @@ def write_bundle(
         "scaler": scaler.manifest() if scaler else {"kind": "none"},
         "state": {"size": stack.state_size, "layers": stack.state_layout()},
         "head": [{"units": d.units, "activation": d.activation} for d in stack.head],
+        **({"pre": [{"units": d.units, "activation": d.activation} for d in stack.pre]} if stack.pre else {}),
         "io": dict(IO),
         "onnx_cell": cell,
         "variants": [

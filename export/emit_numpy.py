@@ -9,8 +9,11 @@ from edge_lstm_export.stack import Stack
 
 
 def weight_arrays(stack: Stack) -> dict[str, np.ndarray]:
-    """The arrays `NumpyStep.from_arrays` reads, float32, keyed `rnn{k}.*` / `dense{j}.*`."""
+    """The arrays `NumpyStep.from_arrays` reads, float32, keyed `pre{j}.*` / `rnn{k}.*` / `dense{j}.*`."""
     out: dict[str, np.ndarray] = {}
+    for j, dense in enumerate(stack.pre):
+        out[f"pre{j}.kernel"] = dense.kernel
+        out[f"pre{j}.bias"] = dense.bias
     for k, layer in enumerate(stack.recurrent):
         out[f"rnn{k}.kernel"] = layer.kernel
         out[f"rnn{k}.recurrent_kernel"] = layer.recurrent_kernel
@@ -49,4 +52,5 @@ def reference(stack: Stack, dtype: type = np.float64) -> NumpyStep:
         output_scale=stack.output_scale,
         output_offset=stack.output_offset,
         dtype=dtype,
+        pre=[DenseWeights(d.kernel, d.bias, d.activation) for d in stack.pre],
     )

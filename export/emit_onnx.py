@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_lstm.activations import parse
 from edge_lstm_export.stack import Recurrent, Stack
 
 OPSET = 17
@@ -54,7 +55,10 @@ class _Graph:
         return self.op("Split", [x, self.const("split", np.array(sizes), np.int64)], hint, outputs=len(sizes), axis=1)
 
     def activation(self, name: str, x: str) -> str:
-        """Emit the Keras activation `name` applied to `x` (definitions of edge_lstm.activations)."""
+        """Emit the activation `name` applied to `x` (definitions of edge_lstm.activations)."""
+        name, value = parse(name)
+        if value is not None:  # a parametrized leaky_relu / elu
+            return self.op({"leaky_relu": "LeakyRelu", "elu": "Elu"}[name], [x], alpha=value)
         simple = {
             "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softplus": "Softplus",
             "softsign": "Softsign", "exponential": "Exp", "elu": "Elu", "selu": "Selu",
@@ -69,6 +73,8 @@ class _Graph:
             return self.op("LeakyRelu", [x], alpha=0.2)
         if name == "hard_sigmoid":
             return self.op("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        if name == "hard_sigmoid_keras2":
+            return self.op("HardSigmoid", [x], alpha=0.2, beta=0.5)
         if name in ("hard_silu", "hard_swish"):
             return self.op("HardSwish", [x])
         if name in ("swish", "silu"):
@@ -79,6 +85,12 @@ class _Graph:
             erf = self.op("Erf", [self.op("Mul", [x, self.const("rsqrt2", np.array(1 / math.sqrt(2)))])])
             half = self.op("Mul", [x, self.const("half", np.array(0.5))])
             return self.op("Mul", [half, self.op("Add", [erf, self.const("one", np.array(1.0))])])
+        if name == "gelu_tanh":
+            cube = self.op("Mul", [self.op("Mul", [x, x]), x])
+            inner = self.op("Add", [x, self.op("Mul", [cube, self.const("c", np.array(0.044715))])])
+            t = self.op("Tanh", [self.op("Mul", [inner, self.const("k", np.array(math.sqrt(2 / math.pi)))])])
+            half = self.op("Mul", [x, self.const("half", np.array(0.5))])
+            return self.op("Mul", [half, self.op("Add", [t, self.const("one", np.array(1.0))])])
         if name == "softmax":
             return self.op("Softmax", [x], axis=-1)
         if name == "log_softmax":
@@ -88,6 +100,13 @@ class _Graph:
     def affine(self, x: str, kernel: np.ndarray, bias: np.ndarray, hint: str) -> str:
         mm = self.op("MatMul", [x, self.const(f"{hint}_kernel", kernel)])
         return self.op("Add", [mm, self.const(f"{hint}_bias", bias)], hint)
+
+
+def _dense_layers(g: _Graph, layers: tuple, inp: str, hint: str) -> str:
+    """`activation(inp @ kernel + bias)` for each Dense in turn (on the last axis)."""
+    for j, dense in enumerate(layers):
+        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"{hint}{j}"))
+    return inp
 
 
 def _lstm_matmul(g: _Graph, layer: Recurrent, inp: str, h: str, c: str, k: int) -> tuple[str, str]:
@@ -165,7 +184,7 @@ def build_step_graph(stack: Stack, cell: str = "matmul", name: str = "edge-lstm-
     g = _Graph()
     widths = [w for layer in stack.recurrent for w in ([layer.units] * (2 if layer.kind == "lstm" else 1))]
     pieces = iter(g.split(IO["state"], widths, "state"))
-    inp, new_state = IO["x"], []
+    inp, new_state = _dense_layers(g, stack.pre, IO["x"], "pre"), []
     for k, layer in enumerate(stack.recurrent):
         use_op = cell == "op" and _op_supported(layer)
         if layer.kind == "lstm":
@@ -176,8 +195,7 @@ def build_step_graph(stack: Stack, cell: str = "matmul", name: str = "edge-lstm-
             h = (_gru_op if use_op else _gru_matmul)(g, layer, inp, next(pieces), k)
             new_state.append(h)
         inp = h
-    for j, dense in enumerate(stack.head):
-        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"dense{j}"))
+    inp = _dense_layers(g, stack.head, inp, "dense")
     if stack.output_scale is not None:
         inp = g.op("Mul", [inp, g.const("out_scale", stack.output_scale)])
         inp = g.op("Add", [inp, g.const("out_offset", stack.output_offset)])
@@ -224,7 +242,7 @@ def build_window_graph(stack: Stack, window: int) -> onnx.ModelProto:
     g = _Graph()
     axes0 = g.const("axes0", np.array([0]), np.int64)
     axes1 = g.const("axes1", np.array([1]), np.int64)
-    seq = g.op("Transpose", [IO["x"]], "seq", perm=[1, 0, 2])  # [W, B, F]
+    seq = _dense_layers(g, stack.pre, g.op("Transpose", [IO["x"]], "seq", perm=[1, 0, 2]), "pre")  # [W, B, F]
     h = None
     for k, layer in enumerate(stack.recurrent):
         if not _op_supported(layer):
@@ -244,9 +262,7 @@ def build_window_graph(stack: Stack, window: int) -> onnx.ModelProto:
             y, h = g.op("GRU", [seq, g.const("W", w), g.const("R", r), g.const("B", b)], f"gru{k}",
                         outputs=2, hidden_size=u, linear_before_reset=int(layer.reset_after), activations=acts)
         seq = g.op("Squeeze", [y, axes1])  # [W, 1, B, u] -> [W, B, u]
-    inp = g.op("Squeeze", [h, axes0])
-    for j, dense in enumerate(stack.head):
-        inp = g.activation(dense.activation, g.affine(inp, dense.kernel, dense.bias, f"dense{j}"))
+    inp = _dense_layers(g, stack.head, g.op("Squeeze", [h, axes0]), "dense")
     if stack.output_scale is not None:
         inp = g.op("Add", [g.op("Mul", [inp, g.const("out_scale", stack.output_scale)]),
                            g.const("out_offset", stack.output_offset)])

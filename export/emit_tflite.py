@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lstm.activations import parse
 from edge_lstm.errors import BackendUnavailableError, ConfigError
 from edge_lstm_export.stack import Recurrent, Stack
 
@@ -131,7 +132,8 @@ def _step_module(tf, stack: Stack, *, split_input: bool):
     """A tf.Module whose `step(x, state)` is the packed-state step of `stack`."""
     f32 = lambda a: tf.constant(np.asarray(a, np.float32))  # noqa: E731
     cells = [_cell(tf, f32, layer, split_input) for layer in stack.recurrent]
-    head = [(f32(d.kernel), f32(d.bias), _activation(tf, d.activation)) for d in stack.head]
+    head, pre = ([(f32(d.kernel), f32(d.bias), _activation(tf, d.activation)) for d in part]
+                 for part in (stack.head, stack.pre))
     out_scale = None if stack.output_scale is None else f32(stack.output_scale)
     out_offset = None if stack.output_offset is None else f32(stack.output_offset)
     widths = [layer.state_width for layer in stack.recurrent]
@@ -146,6 +148,8 @@ def _step_module(tf, stack: Stack, *, split_input: bool):
         def step(self, x, state):
             parts = tf.split(state, widths, axis=1) if len(widths) > 1 else [state]
             inp, new = x, []
+            for kernel, bias, act in pre:
+                inp = act(tf.matmul(inp, kernel) + bias)
             for cell, part in zip(cells, parts):
                 inp, part_out = cell(inp, part)
                 new.append(part_out)
@@ -212,14 +216,23 @@ def _cell(tf, f32, layer: Recurrent, split_input: bool) -> Callable:
 
 
 def _activation(tf, name: str) -> Callable:
-    """The TF form of `edge_lstm.activations.ACTIVATIONS[name]` (Keras 3 definitions), built
-    from ops that TFLite has as builtins."""
+    """The TF form of `edge_lstm.activations.resolve(name)` (Keras 3 definitions, and the named
+    variants), built from ops that TFLite has as builtins."""
 
     def softplus(x):  # log(1 + e^x) without overflow, from builtin ops
         return tf.nn.relu(x) + tf.math.log(1.0 + tf.exp(-tf.abs(x)))
 
     def hard_sigmoid(x):
         return tf.nn.relu6(x + 3.0) / 6.0
+
+    try:
+        base, value = parse(name)
+    except KeyError:
+        raise ConfigError(f"activation {name!r} has no TFLite form in edge_lstm_export.emit_tflite") from None
+    if value is not None:  # a parametrized leaky_relu / elu
+        if base == "leaky_relu":
+            return lambda x: tf.nn.leaky_relu(x, alpha=value)
+        return lambda x: tf.nn.relu(x) + value * (tf.nn.elu(x) - tf.nn.relu(x))
 
     table: dict[str, Callable] = {
         "linear": lambda x: x,
@@ -239,6 +252,9 @@ def _activation(tf, name: str) -> Callable:
         "hard_swish": lambda x: x * hard_sigmoid(x),
         "mish": lambda x: x * tf.tanh(softplus(x)),
         "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+        "gelu_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+        # clip(0.2 x + 0.5, 0, 1) = relu6(1.2 x + 3) / 6
+        "hard_sigmoid_keras2": lambda x: tf.nn.relu6(1.2 * x + 3.0) / 6.0,
         "exponential": tf.exp,
         "softmax": lambda x: tf.nn.softmax(x, axis=-1),
         "log_softmax": lambda x: tf.nn.log_softmax(x, axis=-1),

@@ -144,13 +144,33 @@ def read_csv_columns(path: Path, columns: list[str] | None = None) -> tuple[list
         raise ScalerError(str(exc)) from None
 
 
-def fit_minmax(path: Path, features: int, targets: int, columns: list[str] | None = None) -> tuple[Scaler, list[str]]:
-    """The seed recipe: a MinMaxScaler fitted on the CSV's numeric columns."""
-    names, data = read_csv_columns(path, columns)
+def fit_minmax(path: Path, features: int, targets: int, columns: list[str] | None = None,
+               target_columns: list[str] | None = None) -> tuple[Scaler, list[str]]:
+    """The classic recipe: a MinMaxScaler fitted on the CSV's numeric columns.
+
+    The targets are scaled like the feature columns of the same name when `target_columns`
+    names CSV columns (a model forecasting one of its inputs), else like the features (when
+    the model forecasts all of them, or there is only one).
+    """
+    if target_columns and columns:
+        # The CSV may hold a target column that is not a feature: read both sets.
+        wanted = list(dict.fromkeys([*columns, *target_columns]))
+        _, table = read_csv_columns(path, wanted)
+        data, names_x = table[:, : len(columns)], list(columns)
+        where = {c.casefold(): j for j, c in enumerate(wanted)}
+    else:
+        names_x, table = read_csv_columns(path, columns)
+        data = table
+        where = {c.casefold(): j for j, c in enumerate(names_x)}
     if data.shape[1] != features:
         raise ScalerError(
-            f"{path}: {data.shape[1]} numeric columns {names}, the model reads {features} features; "
+            f"{path}: {data.shape[1]} numeric columns {names_x}, the model reads {features} features; "
             f"name the feature columns with --feature-names"
         )
     specs = [f"minmax:{lo},{hi}" for lo, hi in zip(data.min(axis=0), data.max(axis=0))]
-    return from_specs(specs, None, features, targets), names
+    y_specs = None
+    if target_columns and all(c.casefold() in where for c in target_columns):
+        ys = table[:, [where[c.casefold()] for c in target_columns]]
+        y_specs = [f"minmax:{lo},{hi}" for lo, hi in zip(ys.min(axis=0), ys.max(axis=0))]
+    return from_specs(specs, y_specs, features, targets), names_x
+

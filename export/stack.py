@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge_lstm.activations import ACTIVATIONS
+from edge_lstm.activations import known, supported
 from edge_lstm.errors import EdgeLstmError
 
 GATES = {"lstm": 4, "gru": 3}
@@ -59,10 +59,9 @@ class Recurrent:
             _expect(self, "recurrent_bias", rb, (width,))
             object.__setattr__(self, "recurrent_bias", np.asarray(rb, np.float64))
         for act in (self.activation, self.recurrent_activation):
-            if act not in ACTIVATIONS:
+            if not known(act):
                 raise UnsupportedModelError(
-                    f"layer {self.name!r}: activation {act!r} is not supported "
-                    f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+                    f"layer {self.name!r}: activation {act!r} is not supported (supported: {supported()})"
                 )
 
     @property
@@ -87,10 +86,9 @@ class Dense:
 
     def __post_init__(self) -> None:
         _expect(self, "bias", self.bias, (self.kernel.shape[1],))
-        if self.activation not in ACTIVATIONS:
+        if not known(self.activation):
             raise UnsupportedModelError(
-                f"layer {self.name!r}: activation {self.activation!r} is not supported "
-                f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+                f"layer {self.name!r}: activation {self.activation!r} is not supported (supported: {supported()})"
             )
 
     @property
@@ -101,7 +99,14 @@ class Dense:
 
 @dataclass(frozen=True)
 class Stack:
-    """A streamable model: recurrent layers, then a dense head on the last layer's h."""
+    """A streamable model: per-step Dense layers on each sample (`pre`, often none), recurrent
+    layers, then a dense head on the last layer's h.
+
+    Every part works on one time step, so the whole stack steps one sample at a time: a
+    Dense (or TimeDistributed(Dense)) before the first recurrent layer transforms each sample
+    on its own, and a head after a `return_sequences=True` layer gives, at the last step, the
+    forecast the head on the last h gives.
+    """
 
     recurrent: tuple[Recurrent, ...]
     head: tuple[Dense, ...]
@@ -111,6 +116,7 @@ class Stack:
     #: activation keeps the output scaling from folding into the weights.
     output_scale: np.ndarray | None = None
     output_offset: np.ndarray | None = None
+    pre: tuple[Dense, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.recurrent:
@@ -119,8 +125,8 @@ class Stack:
             raise UnsupportedModelError(
                 "the model has no Dense/Linear head after its last recurrent layer"
             )
-        width = self.recurrent[0].inputs
-        for layer in (*self.recurrent, *self.head):
+        width = self.features
+        for layer in (*self.pre, *self.recurrent, *self.head):
             if layer.kernel.shape[0] != width:
                 raise UnsupportedModelError(
                     f"layer {layer.name!r} expects {layer.kernel.shape[0]} inputs "
@@ -131,7 +137,7 @@ class Stack:
     @property
     def features(self) -> int:
         """Values per input sample."""
-        return self.recurrent[0].inputs
+        return int((self.pre[0].kernel if self.pre else self.recurrent[0].kernel).shape[0])
 
     @property
     def outputs(self) -> int:
@@ -167,16 +173,19 @@ class Stack:
         kept as `output_scale`/`output_offset`, applied after the activation.
         """
         xo, xs = np.asarray(x_offset, np.float64), np.asarray(x_scale, np.float64)
-        first = self.recurrent[0]
+        first = self.pre[0] if self.pre else self.recurrent[0]
         kernel = first.kernel * xs[:, None]
         bias = first.bias - (xo * xs) @ first.kernel
-        recurrent = (replace(first, kernel=kernel, bias=bias), *self.recurrent[1:])
+        if self.pre:
+            inputs = {"pre": (replace(first, kernel=kernel, bias=bias), *self.pre[1:])}
+        else:
+            inputs = {"recurrent": (replace(first, kernel=kernel, bias=bias), *self.recurrent[1:])}
         ys, yo = np.asarray(y_scale, np.float64), np.asarray(y_offset, np.float64)
         last = self.head[-1]
         if last.activation != "linear":
-            return replace(self, recurrent=recurrent, output_scale=1.0 / ys, output_offset=yo)
+            return replace(self, **inputs, output_scale=1.0 / ys, output_offset=yo)
         folded = replace(last, kernel=last.kernel / ys, bias=last.bias / ys + yo)
-        return replace(self, recurrent=recurrent, head=(*self.head[:-1], folded))
+        return replace(self, **inputs, head=(*self.head[:-1], folded))
 
 
 def _expect(layer, what: str, array: np.ndarray, shape: tuple) -> None:

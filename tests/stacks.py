@@ -16,6 +16,14 @@ def recurrent(kind: str, inputs: int, units: int, rng: np.random.Generator, **kw
     )
 
 
+def activation_names() -> list[str]:
+    """Every activation the emitters must reproduce: each fixed name and each parametrized
+    one with a non-default value."""
+    from edge_lstm.activations import ACTIVATIONS
+
+    return sorted(ACTIVATIONS) + ["leaky_relu:0.01", "elu:0.5"]
+
+
 def dense(inputs: int, units: int, rng: np.random.Generator, activation: str = "linear") -> Dense:
     """A random Dense layer."""
     return Dense(rng.normal(0, 0.5, (inputs, units)), rng.normal(0, 0.3, units), activation, name=f"dense{units}")
@@ -37,6 +45,14 @@ def zoo(rng: np.random.Generator | None = None) -> dict[str, Stack]:
         "gru-lstm-mixed": Stack(
             (recurrent("gru", 2, 5, rng), recurrent("lstm", 5, 4, rng)),
             (dense(4, 4, rng, "relu"), dense(4, 2, rng, "softmax")), window=8,
+        ),
+        "keras2-hard-sigmoid": Stack(
+            (recurrent("lstm", 2, 4, rng, recurrent_activation="hard_sigmoid_keras2"),),
+            (dense(4, 1, rng, "leaky_relu:0.01"),), window=5,
+        ),
+        "pre-dense": Stack(
+            (recurrent("lstm", 4, 5, rng), recurrent("gru", 5, 3, rng)), (dense(3, 2, rng),), window=6,
+            pre=(dense(3, 6, rng, "gelu_tanh"), dense(6, 4, rng)),
         ),
         "hard-sigmoid-relu": Stack(
             (recurrent("lstm", 2, 4, rng, recurrent_activation="hard_sigmoid", activation="relu"),),

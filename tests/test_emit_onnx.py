@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 
 import stacks
-from edge_lstm.activations import ACTIVATIONS
 from edge_lstm_export.emit_numpy import reference
 from edge_lstm_export.emit_onnx import build_step_graph, build_window_graph
+from edge_lstm_export.parity import roll
 from edge_lstm_export.stack import Stack
 
 
@@ -40,7 +40,7 @@ def test_step_graph_matches_reference(name: str, cell: str) -> None:
     assert _max_step_error(stacks.zoo()[name], cell) < 1e-5
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("activation", stacks.activation_names())
 def test_every_head_activation(activation: str) -> None:
     """Every Keras activation the reader accepts has an ONNX form equal to the NumPy one."""
     rng = np.random.default_rng(3)
@@ -61,6 +61,27 @@ def test_scaling_is_folded_exactly() -> None:
     y_ref, s_ref = ref.step((x - 104.0) / 518.0, s.astype(np.float64))
     np.testing.assert_allclose((y - 104.0) / 518.0, y_ref, atol=2e-6)
     np.testing.assert_allclose(s_out, s_ref, atol=2e-6)
+
+
+def test_scaling_folds_into_a_per_step_dense_before_the_recurrent_layers(tmp_path) -> None:
+    """With a Dense before the first LSTM the input scaling folds into that Dense; the bundle's
+    ONNX and NumPy (read back through the manifest) variants both read sensor units."""
+    from edge_lstm.backends.registry import open_backend
+    from edge_lstm.bundle import Bundle
+    from edge_lstm_export.bundle_writer import write_bundle
+    from edge_lstm_export.scaler import Scaler
+
+    stack = stacks.zoo()["pre-dense"]
+    scaler = Scaler("minmax", np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.25, 2.0]), np.zeros(2), np.array([1.0, 4.0]))
+    bundle = Bundle.open(write_bundle(stack, tmp_path / "b", name="pre", features=["a", "b", "c"],
+                                      targets=["y", "z"], scaler=scaler))
+    assert [d["activation"] for d in bundle.manifest["pre"]] == ["gelu_tanh", "linear"]
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3, 6, 3))
+    want = reference(stack).run_window((x - scaler.x_offset) * scaler.x_scale) / scaler.y_scale + scaler.y_offset
+    for backend in ("onnx", "numpy"):
+        got = roll(open_backend(bundle, backend).step, x, bundle.state_size)
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_nonlinear_head_keeps_output_scaling_after_activation() -> None:
@@ -85,7 +106,7 @@ def test_batch_axis_is_free_and_opset_recent() -> None:
     assert dims == {"x": ["batch", 1], "state": ["batch", 16], "y": ["batch", 1], "state_out": ["batch", 16]}
 
 
-@pytest.mark.parametrize("name", ["lstm2", "gru-reset-after", "gru-reset-before", "gru-lstm-mixed"])
+@pytest.mark.parametrize("name", ["lstm2", "gru-reset-after", "gru-reset-before", "gru-lstm-mixed", "pre-dense"])
 def test_window_baseline_equals_rolled_steps(name: str) -> None:
     """The whole-window baseline model answers what rolling the step model over the window does."""
     stack = stacks.zoo()[name]

@@ -210,15 +210,15 @@ REFUSALS = {
         "'flat' (Flatten)",
         "flattens the whole window",
     ),
-    "time-distributed": (
-        _seq(SEQ, lambda k: k.layers.TimeDistributed(k.layers.Dense(1), name="td")),
+    "time-distributed-other": (
+        _seq(lambda k: k.layers.TimeDistributed(k.layers.BatchNormalization(), name="td"), LSTM(), HEAD),
         "'td' (TimeDistributed)",
-        "every time step",
+        "wraps a BatchNormalization, and edge-lstm steps TimeDistributed(Dense) only",
     ),
-    "return-sequences-last": (
-        _seq(SEQ, HEAD),
-        "'rnn' (LSTM)",
-        "return_sequences=True",
+    "repeat-vector": (
+        _seq(LSTM(), lambda k: k.layers.RepeatVector(3, name="rep"), lambda k: k.layers.LSTM(2), HEAD),
+        "'rep' (RepeatVector)",
+        "decoder",
     ),
     "stateful": (
         _seq(LSTM(stateful=True), HEAD, batch=1),
@@ -261,13 +261,13 @@ def test_refuses_unstreamable_models(keras, tmp_path: Path, case: str) -> None:
 
 @tensorflow
 def test_refuses_unsupported_activation(keras, tmp_path: Path) -> None:
-    def leaky(k):
-        return k.layers.Dense(1, name="head", activation=k.layers.LeakyReLU(0.3))
+    def thresholded(k):
+        return k.layers.Dense(1, name="head", activation=k.layers.ReLU(threshold=0.5))
 
-    model = _seq(LSTM(), leaky)(keras)
+    model = _seq(LSTM(), thresholded)(keras)
     path = tmp_path / "leaky.keras"
     model.save(path)
-    expected = r"'head' \(Dense\).*LeakyReLU\(negative_slope=0.3\)"
+    expected = r"'head' \(Dense\).*ReLU\(.*threshold=0.5"
     with pytest.raises(UnsupportedModelError, match=expected):
         read_keras(path)
 
@@ -424,7 +424,8 @@ def _legacy_h5(path: Path, keras_version: str, recurrent_activation: str) -> Pat
     }
     with h5py.File(path, "w") as h5:
         h5.attrs["model_config"] = json.dumps(config).encode()
-        h5.attrs["keras_version"] = keras_version.encode()
+        if keras_version:
+            h5.attrs["keras_version"] = keras_version.encode()
         weights = h5.create_group("model_weights")
         for layer, names, shapes in [
             ("lstm", ["lstm/lstm_cell/kernel:0", "lstm/lstm_cell/recurrent_kernel:0",
@@ -444,11 +445,13 @@ def test_keras2_legacy_h5(tmp_path: Path) -> None:
     assert stack.source["format"] == "keras-h5"
 
 
-def test_keras2_hard_sigmoid_is_refused(tmp_path: Path) -> None:
-    """Keras 2's hard_sigmoid is 0.2x+0.5, Keras 3's is x/6+0.5: silently mixing them is wrong."""
-    expected = r"old-hard\.h5: layer 'lstm' \(LSTM\) uses hard_sigmoid from Keras 2"
-    with pytest.raises(UnsupportedModelError, match=expected):
-        read_keras(_legacy_h5(tmp_path / "old-hard.h5", "2.15.0", "hard_sigmoid"))
+@pytest.mark.parametrize("version, expected", [("2.2.4", "hard_sigmoid_keras2"), ("2.15.0", "hard_sigmoid_keras2"),
+                                               ("", "hard_sigmoid_keras2"), ("3.15.1", "hard_sigmoid")])
+def test_hard_sigmoid_follows_the_keras_version(tmp_path: Path, version: str, expected: str) -> None:
+    """Keras 2's hard_sigmoid is clip(0.2x+0.5), Keras 3's is x/6+0.5: each file gets its own
+    (an .h5 without a version is Keras 2: Keras 3 always writes one)."""
+    stack = read_keras(_legacy_h5(tmp_path / "old-hard.h5", version, "hard_sigmoid"))
+    assert stack.recurrent[0].recurrent_activation == expected
 
 
 # --------------------------------------------------------------------------- no TensorFlow

@@ -71,10 +71,13 @@ def series(n: int, features: int = 1, seed: int = 1) -> np.ndarray:
 
 # -- exact mode ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "kind,reset_after,features", [("lstm", True, 1), ("gru", True, 1), ("gru", False, 2), ("lstm", True, 3)]
+    "kind,reset_after,features,window",
+    [("lstm", True, 1, 6), ("gru", True, 1, 6), ("gru", False, 2, 6), ("lstm", True, 3, 6), ("lstm", True, 2, 1),
+     ("gru", True, 1, 2)],
 )
-def test_exact_mode_equals_the_window_model_on_every_sliding_window(kind, reset_after, features):
-    stack = random_stack(kind, features=features, outputs=features, reset_after=reset_after, window=6)
+def test_exact_mode_equals_the_window_model_on_every_sliding_window(kind, reset_after, features, window):
+    """W = 1 too: the lag-1 recipe's model sees one sample from zero state, never a carried one."""
+    stack = random_stack(kind, features=features, outputs=features, reset_after=reset_after, window=window)
     oracle = reference(stack)  # float64
     rt = make_runtime(stack, mode="exact")
     xs = series(40, features)
@@ -92,8 +95,9 @@ def test_exact_mode_equals_the_window_model_on_every_sliding_window(kind, reset_
         assert np.abs(got[n].values[0] - short).max() <= TOL
 
 
-def test_exact_mode_through_push_many_rounds_equals_push():
-    stack = random_stack(window=5)
+@pytest.mark.parametrize("window", [5, 1])
+def test_exact_mode_through_push_many_rounds_equals_push(window):
+    stack = random_stack(window=window)
     xs = series(23)
     one = make_runtime(stack)
     want = [one.push("s", x) for x in xs]
@@ -102,6 +106,25 @@ def test_exact_mode_through_push_many_rounds_equals_push():
     assert all(isinstance(f, Forecast) for f in got)
     assert np.allclose([f.values for f in got], [f.values for f in want], atol=0, rtol=0)
     assert np.array_equal(one.state_of("s"), many.state_of("s"))
+
+
+def test_window_of_one_never_carries_state():
+    """W = 1 (the lag-1 recipe): every forecast is the model on that one sample from zero state,
+    through push, push_many and a horizon roll-out (each step fed only the forecast before it)."""
+    stack = random_stack(features=2, outputs=2, window=1)
+    oracle = reference(stack)
+    xs = series(9, 2)
+    rt = make_runtime(stack, horizon=3)
+    pushed = [rt.push("a", x) for x in xs]
+    many = [f for x in xs for f in rt.push_many([Sample("b", x), Sample("c", -x)])]
+    for x, f, fb, fc in zip(xs, pushed, many[0::2], many[1::2]):
+        step = x[None, None, :].astype(np.float64)
+        for k in range(3):
+            want = oracle.run_window(step)
+            for got in (f, fb):
+                assert np.abs(got.values[k] - want[0]).max() <= TOL
+            step = want[:, None, :]
+        assert np.abs(fc.values[0] - oracle.run_window(-x[None, None, :].astype(np.float64))[0]).max() <= TOL
 
 
 def test_push_many_keeps_the_same_books_as_push():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ class _LastStep(nn.Module):
 
 
 def test_sequential_with_dropout_shim_and_activations():
-    """Dropout is skipped, a parameterless last-step shim passes, activations join the Linear."""
+    """Dropout is skipped, the last-step shim's own forward is read, activations join the Linear."""
     torch.manual_seed(0)
     module = nn.Sequential(
         nn.LSTM(1, 8, num_layers=2, batch_first=True, dropout=0.3),
@@ -155,9 +156,111 @@ def test_sequential_with_dropout_shim_and_activations():
     windows = _random_windows()
     stack = read_torch(module)
     assert [d.activation for d in stack.head] == ["relu", "sigmoid"]
-    assert stack.source["assumed_passthrough"] == ["1 (_LastStep)"]
+    assert stack.source["read_from"] == "forward() graph"
+    assert stack.source["calls"] == ["0", "2.0", "2.1", "2.2", "2.3", "2.4"]
     got = reference(stack).run_window(windows)
     assert np.abs(got - _predict(module, windows)).max() <= TOL
+
+
+class _HeadFirst(nn.Module):
+    """The usual tutorial class: fc registered before the LSTM, zero h0/c0, a squeezed output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 1)
+        self.lstm = nn.LSTM(2, 8, num_layers=2, batch_first=True)
+        self.loss = nn.MSELoss()
+
+    def forward(self, x):
+        h0 = torch.zeros(2, x.size(0), 8)
+        out, (hn, cn) = self.lstm(x, (h0, h0))
+        return torch.sigmoid(self.fc(out[:, -1, :])).squeeze()
+
+
+@pytest.mark.parametrize("how", ["module", "script", "trace"])
+def test_forward_order_not_registration_order(tmp_path, how):
+    """The forward's call order counts, in a live module and in TorchScript files (scripted or
+    traced): fc first in __init__ is still the head, the sigmoid in forward() is in the bundle,
+    and the loss child forward() never calls is ignored."""
+    torch.manual_seed(6)
+    module = _HeadFirst().eval()
+    windows = _random_windows(features=2)
+    source = module
+    if how != "module":
+        saved = torch.jit.script(module) if how == "script" else torch.jit.trace(module, torch.zeros(3, 12, 2))
+        source = tmp_path / f"{how}.pt"
+        torch.jit.save(saved, str(source))
+    stack = read_torch(source)
+    assert stack.source["calls"] == ["lstm", "fc"]
+    assert [d.activation for d in stack.head] == ["sigmoid"]
+    got = reference(stack).run_window(windows)[:, 0]
+    assert np.abs(got - _predict(module, windows)).max() <= TOL
+
+
+class _Forward(nn.Module):
+    """An LSTM(2 layers) and a Linear, with forward() given as code: refusal cases."""
+
+    def __init__(self, code) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(2, 4, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(4, 1)
+        self.wide = nn.Linear(48, 1)
+        self.h0 = nn.Parameter(torch.zeros(2, 1, 4))
+        self.code = code
+
+    def forward(self, x):
+        return self.code(self, x)
+
+
+FORWARD_REFUSALS = {
+    "cat": (lambda m, x: m.wide(torch.cat([m.lstm(x)[0][:, -1]] * 12, dim=1)), r"applies 'cat' to the data"),
+    "inner-layer-h": (lambda m, x: m.fc(m.lstm(x)[1][0][0]), r"reads h_n\[0\]; .*h_n\[-1\]"),
+    "cell-state": (lambda m, x: m.fc(m.lstm(x)[1][1][-1]), r"reads the LSTM's cell state c_n"),
+    "learned-h0": (lambda m, x: m.fc(m.lstm(x, (m.h0.expand(2, x.size(0), 4).contiguous(),) * 2)[0][:, -1]),
+                   r"self\.h0 directly"),
+    "flatten-window": (lambda m, x: m.wide(m.lstm(x)[0].reshape(x.size(0), -1)), r"flattening the window"),
+    "dropout-in-eval": (lambda m, x: m.fc(torch.nn.functional.dropout(m.lstm(x)[0][:, -1], 0.2)),
+                        r"training=True"),
+    "first-step": (lambda m, x: m.fc(m.lstm(x)[0][:, 0]), r"indexes the seq with \[:, 0\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORWARD_REFUSALS))
+def test_forward_operations_it_cannot_map_are_named(case):
+    """Operations in forward() that a step model cannot reproduce are refused by name."""
+    code, message = FORWARD_REFUSALS[case]
+    with pytest.raises(UnsupportedModelError, match=message):
+        read_torch(_Forward(code), window=12)
+
+
+class _PerStep(nn.Module):
+    """darts RNNModel's shape: a head on every output step, an optional state argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.V = nn.Linear(4, 2)
+
+    def forward(self, x, h: Optional[torch.Tensor] = None):
+        out, last = self.rnn(x) if h is None else self.rnn(x, h)
+        return self.V(out), last
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_per_step_head_with_an_optional_state(tmp_path, how):
+    """forward(x, h=None) is read as called with x alone; its per-step output's last step is the forecast."""
+    torch.manual_seed(7)
+    module = _PerStep().eval()
+    source = module
+    if how == "script":
+        source = tmp_path / "per-step.pt"
+        torch.jit.save(torch.jit.script(module), str(source))
+    stack = read_torch(source)
+    assert stack.source["sequence_output"] and stack.source["output_time_axis"] == 1
+    windows = _random_windows(features=3)
+    with torch.no_grad():
+        want = module(torch.from_numpy(windows))[0][:, -1].numpy()
+    assert np.abs(reference(stack).run_window(windows) - want).max() <= TOL
 
 
 class _TwoRecurrent(nn.Module):

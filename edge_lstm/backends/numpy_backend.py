@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_lstm.activations import ACTIVATIONS
+from edge_lstm.activations import resolve
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class DenseWeights:
 
 
 class NumpyStep:
-    """`y, state_out = step(x, state)` for a packed-state LSTM/GRU stack, in NumPy."""
+    """`y, state_out = step(x, state)` for a packed-state LSTM/GRU stack, in NumPy: per-step
+    Dense layers on the sample (`pre`), the recurrent layers, then the head."""
 
     name = "numpy"
 
@@ -52,6 +53,7 @@ class NumpyStep:
         output_offset: np.ndarray | None = None,
         dtype: type = np.float32,
         precision: str = "fp32",
+        pre: Sequence[DenseWeights] = (),
     ) -> None:
         self.dtype = np.dtype(dtype)
         self.precision = precision
@@ -68,15 +70,16 @@ class NumpyStep:
                     cast(layer.recurrent_kernel),
                     cast(layer.bias),
                     cast(layer.recurrent_bias),
-                    ACTIVATIONS[layer.activation],
-                    ACTIVATIONS[layer.recurrent_activation],
+                    resolve(layer.activation),
+                    resolve(layer.recurrent_activation),
                     at,
                 )
             )
             at += width
         self.state_size = at
-        self.features = int(layers[0].kernel.shape[0])
-        self._head = [(cast(d.kernel), cast(d.bias), ACTIVATIONS[d.activation]) for d in head]
+        self._pre = [(cast(d.kernel), cast(d.bias), resolve(d.activation)) for d in pre]
+        self.features = int((pre[0] if pre else layers[0]).kernel.shape[0])
+        self._head = [(cast(d.kernel), cast(d.bias), resolve(d.activation)) for d in head]
         self.outputs = int(head[-1].kernel.shape[1])
         self._out_scale = cast(output_scale)
         self._out_offset = cast(output_offset)
@@ -100,13 +103,17 @@ class NumpyStep:
             )
             for k, spec in enumerate(manifest["state"]["layers"])
         ]
-        head = [
-            DenseWeights(arrays[f"dense{j}.kernel"], arrays[f"dense{j}.bias"], spec["activation"])
-            for j, spec in enumerate(manifest["head"])
-        ]
+        head, pre = (
+            [
+                DenseWeights(arrays[f"{key}{j}.kernel"], arrays[f"{key}{j}.bias"], spec["activation"])
+                for j, spec in enumerate(manifest.get(part, []))
+            ]
+            for key, part in (("dense", "head"), ("pre", "pre"))
+        )
         return cls(
             layers,
             head,
+            pre=pre,
             output_scale=arrays.get("output.scale"),
             output_offset=arrays.get("output.offset"),
             **kwargs,
@@ -118,6 +125,8 @@ class NumpyStep:
         state = np.asarray(state, self.dtype)
         out = np.empty_like(state)
         inp = x
+        for kernel, bias, act in self._pre:
+            inp = act(inp @ kernel + bias)
         for layer, fused, rkernel, bias, rbias, act, ract, at in self._layers:
             u = layer.units
             h = state[:, at : at + u]

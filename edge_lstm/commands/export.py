@@ -40,6 +40,9 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
            target_names, torch_factory, features, window, cell, formats, quantize, calibration, baseline_windows) -> None:
     """Turn a trained Keras or PyTorch model into a bundle, and prove it matches.
 
+    Every fp32 variant, and the runtime's exact mode, must reproduce the framework's own
+    prediction (within 1e-4 of the output scale) or the export exits 1 and writes nothing.
+
     \b
     Accepted models:
       model.keras / model.h5           Keras 3 archive or legacy HDF5 (no TensorFlow needed)
@@ -54,24 +57,26 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
     """
     try:
         from edge_lstm_export.exporter import export_model
+        from edge_lstm_export.parity import ParityError
     except ImportError as exc:
         raise ConfigError(
             f"export needs the workstation tools ({exc.name} is missing): pip install 'edge-lstm[export]'"
         ) from None
     windows = tuple(int(w) for w in baseline_windows.split(",") if w.strip())
-    result = export_model(
-        model, out, name=name, scaler_specs=scaler_specs, target_scaler_specs=target_scaler_specs,
-        fit_scaler=fit_scaler, data=data, feature_names=_names(feature_names), target_names=_names(target_names),
-        torch_factory=torch_factory, features=features, window=window, cell=cell, baseline_windows=windows,
-        formats=tuple(_names(formats) or ("onnx",)), quantize=tuple(_names(quantize) or ()), calibration=calibration,
-        progress=True,
-    )
+    try:
+        result = export_model(
+            model, out, name=name, scaler_specs=scaler_specs, target_scaler_specs=target_scaler_specs,
+            fit_scaler=fit_scaler, data=data, feature_names=_names(feature_names), target_names=_names(target_names),
+            torch_factory=torch_factory, features=features, window=window, cell=cell, baseline_windows=windows,
+            formats=tuple(_names(formats) or ("onnx",)), quantize=tuple(_names(quantize) or ()),
+            calibration=calibration, progress=True,
+        )
+    except ParityError as exc:
+        if exc.result is not None:
+            _print_parity(exc.result)
+        raise
     click.echo(f"wrote {result.bundle}")
-    click.echo(f"{'variant':20} {'compared with':18} {'windows':>7} {'max abs':>10} {'rmse':>10} {'p50 step':>9}")
-    for p in result.parity:
-        lat = result.latency_us.get(p.variant)
-        click.echo(f"{p.variant:20} {p.reference:18} {p.windows:7d} {p.max_abs:10.2e} {p.rmse:10.2e} "
-                   f"{(f'{lat:.1f} us' if lat else '-'):>9}")
+    _print_parity(result)
     if result.accuracy:
         from edge_lstm_export.variant_report import format_table
 
@@ -80,3 +85,11 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
         click.echo(format_table(result.accuracy))
     for note in result.notes:
         click.echo(f"note: {note}")
+
+
+def _print_parity(result) -> None:
+    click.echo(f"{'variant':31} {'compared with':18} {'windows':>7} {'max abs':>10} {'rmse':>10} {'p50 step':>9}")
+    for p in result.parity:
+        lat = result.latency_us.get(p.variant)
+        click.echo(f"{p.variant:31} {p.reference:18} {p.windows:7d} {p.max_abs:10.2e} {p.rmse:10.2e} "
+                   f"{(f'{lat:.1f} us' if lat else '-'):>9}")

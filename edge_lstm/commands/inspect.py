@@ -26,6 +26,8 @@ def describe(bundle: Bundle) -> str:
     else:
         lines.append(f"scaler    {sc['kind']}: x_min {sc['x_min']} x_scale {[round(v, 6) for v in sc['x_scale']]} (folded into the step model)")
     lines.append(f"state     {bundle.state_size} floats per stream ({bundle.state_size * 4} bytes)")
+    for j, d in enumerate(m.get("pre", [])):
+        lines.append(f"  pre {j}    dense {d['units']:4d} units  activation {d['activation']}  (on each sample)")
     for k, layer in enumerate(bundle.layers):
         slices = "  ".join(f"{key}[{layer[key][0]}:{layer[key][1]}]" for key in ("h", "c") if key in layer)
         extra = f" reset_after={layer['reset_after']}" if "reset_after" in layer else ""

@@ -13,9 +13,15 @@ Two containers are understood:
   `model_config` and `model_weights/<layer name>` groups whose `weight_names` attribute lists
   the layer's arrays in order.
 
-Supported models are a linear chain, Sequential or Functional: an input, LSTM/GRU layers, then
-a Dense head; inference no-ops (Dropout and friends) are skipped. Everything that cannot run one
-sample at a time is refused with `UnsupportedModelError`, naming the layer and the reason.
+Supported models are a linear chain, Sequential or Functional: an input, per-step Dense /
+TimeDistributed(Dense) layers, LSTM/GRU layers, then a Dense head (on the last step's h, or on
+every step after `return_sequences=True`: the step model gives the last step's value), with
+activation layers anywhere a Dense may be; inference no-ops (Dropout and friends) are skipped.
+Everything that cannot run one sample at a time is refused with `UnsupportedModelError`,
+naming the layer and the reason.
+
+Keras 1.x/2.x files (their `keras_version`) read `hard_sigmoid` as that version's
+`clip(0.2 x + 0.5, 0, 1)`; Keras 3 files as Keras 3's `relu6(x + 3) / 6`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any, NoReturn
 import h5py
 import numpy as np
 
-from edge_lstm.activations import ACTIVATIONS
+from edge_lstm.activations import ACTIVATIONS, known, named, supported
 from edge_lstm_export.stack import Dense, Recurrent, Stack, UnsupportedModelError
 
 __all__ = ["KerasFileError", "read_keras"]
@@ -57,14 +63,15 @@ STEP_BY_STEP = "a step model sees one sample at a time"
 REFUSED = {
     "Bidirectional": "it needs the future: the backward pass reads samples that have not "
     "arrived yet. Train a unidirectional LSTM/GRU for streaming",
-    "TimeDistributed": "it applies a layer to every time step of a whole sequence, while "
-    f"{STEP_BY_STEP} and forecasts from the last one",
     "Masking": "it skips masked time steps inside the window, which a streaming state "
     "cannot undo; drop the Masking layer and feed only real samples",
     "Lambda": "it holds Python code that cannot be read from the file",
     "SimpleRNN": "SimpleRNN layers are not supported yet (LSTM and GRU are)",
     "CuDNNLSTM": "CuDNN layers are not supported; re-save the model with keras.layers.LSTM",
     "CuDNNGRU": "CuDNN layers are not supported; re-save the model with keras.layers.GRU",
+    "RepeatVector": "it repeats the encoder's last vector as a new sequence for a decoder, which "
+    "runs after the window has ended; edge-lstm streams one recurrent stack that forecasts "
+    "from each sample",
 }
 _CONV = re.compile(r"^(Separable|Depthwise)?Conv(\d)D(Transpose)?$|^ConvLSTM\dD$")
 _POOL = re.compile(r"^(Global)?(Max|Average)Pool(ing)?\dD$")
@@ -192,7 +199,8 @@ class _KerasArchive:
                 f"(looked for layers/{key}); the archive is incomplete or was not written by "
                 "Keras 3's model.save"
             )
-        vars_ = group.get("cell/vars") if layer.class_name in RECURRENT else group.get("vars")
+        inner = {**{k: "cell/vars" for k in RECURRENT}, "TimeDistributed": "layer/vars"}
+        vars_ = group.get(inner.get(layer.class_name, "vars"))
         if not isinstance(vars_, h5py.Group) or len(vars_) == 0:
             raise KerasFileError(
                 f"{self.path}: layer {layer.label()} has no stored weights under layers/{key} "
@@ -421,49 +429,48 @@ def _build(path: Path, source: _KerasArchive | _LegacyH5) -> Stack:
     layers, build_shape = _layers(path, source.config)
     keys = _OrderKeys(layers)
     refuse = _refuser(path)
+    keras2 = _is_keras2(source)
+    pre: list[Dense] = []
     recurrent: list[Recurrent] = []
     head: list[Dense] = []
     shape: list | None = build_shape
     last_recurrent: _Layer | None = None
     vector = False  # True once the last recurrent layer has reduced the window to one vector
 
-    last_at = max((i for i, l in enumerate(layers) if l.class_name in RECURRENT), default=-1)
-    for at, layer in enumerate(layers):
+    for layer in layers:
         cfg, cls = layer.config, layer.class_name
         if shape is None:
             shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
         if cls == "InputLayer" or cls in INFERENCE_NOOPS:
             continue
         _refuse_quantized(path, layer)
-        if cls in ("Dense", "Activation") and at < last_at:
-            where = (
-                f"between recurrent layers (before {layers[last_at].label()})"
-                if last_recurrent is not None
-                else "before the first recurrent layer"
-            )
-            refuse(layer.name, cls,
-                   f"it sits {where}, so it runs on every time step; edge-lstm supports Dense "
-                   "and Activation layers only in the head, after the last LSTM/GRU")
+        part = pre if last_recurrent is None else head
         if cls in RECURRENT:
             if last_recurrent is not None and not last_recurrent.config.get("return_sequences"):
                 refuse(last_recurrent.name, last_recurrent.class_name,
                        f"it returns one vector, yet {layer.label()} after it expects a sequence")
+            if head:
+                refuse(head[-1].name, "Dense",
+                       f"it sits between recurrent layers (before {layer.label()}); edge-lstm steps "
+                       "Dense layers before the first LSTM/GRU and after the last one, not between two")
             _check_recurrent(layer, refuse)
             arrays = source.arrays(layer, keys[layer])
-            recurrent.append(_recurrent(layer, arrays, path, source.keras_version))
+            recurrent.append(_recurrent(layer, arrays, path, keras2))
             last_recurrent = layer
             continue
-        if cls == "Dense":
-            _need_vector(last_recurrent, refuse)
-            vector = True
+        dense_cfg = _per_step_dense(layer, refuse)
+        if dense_cfg is not None:
+            if last_recurrent is not None and not last_recurrent.config.get("return_sequences"):
+                vector = True
             arrays = source.arrays(layer, keys[layer])
-            head.append(_dense(layer, arrays, path, source.keras_version))
+            part.append(_dense(layer, dense_cfg, arrays, path, keras2))
             continue
-        if cls == "Activation" and last_recurrent is not None:
-            _need_vector(last_recurrent, refuse)
-            vector = True
-            act = _activation(cfg.get("activation"), layer, path, source.keras_version)
-            head.append(_activation_layer(head, act, layer, recurrent[-1].units))
+        act = _activation_of_layer(layer, path, keras2)
+        if act is not None:
+            width = part[-1].units if part else recurrent[-1].units if recurrent else _features(shape)
+            if width is None:
+                refuse(layer.name, cls, "it comes first and the model does not record its input width")
+            part.append(_activation_layer(part, act, layer, width))
             continue
         if cls == "Flatten" and last_recurrent is not None and not last_recurrent.config.get(
             "return_sequences"
@@ -471,12 +478,17 @@ def _build(path: Path, source: _KerasArchive | _LegacyH5) -> Stack:
             continue  # flattening one vector changes nothing
         refuse(layer.name, cls, _refusal_reason(layer, last_recurrent, vector))
 
-    if last_recurrent is not None and last_recurrent.config.get("return_sequences"):
-        _need_vector(last_recurrent, refuse)
-    window, features = _input_shape(path, shape, recurrent)
+    if not recurrent:
+        raise UnsupportedModelError(f"{path.name}: the model has no LSTM or GRU layer: nothing to stream")
+    if not head:  # the last recurrent layer's h is the output itself
+        units = recurrent[-1].units
+        head.append(Dense(np.eye(units), np.zeros(units), name=f"{last_recurrent.name} (output)"))
+    features = pre[0].kernel.shape[0] if pre else recurrent[0].inputs
+    window = _input_shape(path, shape, features)
     return Stack(
         recurrent=tuple(recurrent),
         head=tuple(head),
+        pre=tuple(pre),
         window=window,
         source={
             "framework": "keras",
@@ -484,9 +496,42 @@ def _build(path: Path, source: _KerasArchive | _LegacyH5) -> Stack:
             "file": path.name,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "keras_version": source.keras_version,
-            "features": features,
+            "features": int(features),
+            # The model outputs one forecast per time step; the step model gives the last one.
+            "sequence_output": bool(last_recurrent.config.get("return_sequences")),
         },
     )
+
+
+def _is_keras2(source: _KerasArchive | _LegacyH5) -> bool:
+    """Saved by Keras 1.x/2.x (tf.keras included)? A legacy .h5 without a version is taken as
+    Keras 2: Keras 3 always records its version."""
+    version = source.keras_version
+    return version.startswith(("1.", "2.")) or (not version and source.format == "keras-h5")
+
+
+def _per_step_dense(layer: _Layer, refuse: Callable) -> dict | None:
+    """The Dense config of a Dense or TimeDistributed(Dense) layer, else None.
+
+    A Dense on a sequence applies to each time step on its own, exactly as TimeDistributed
+    does, so both step one sample at a time.
+    """
+    if layer.class_name == "Dense":
+        return layer.config
+    if layer.class_name != "TimeDistributed":
+        return None
+    inner = layer.config.get("layer") or {}
+    if inner.get("class_name") == "Dense":
+        return inner.get("config", {})
+    wrapped = _Layer(str(inner.get("class_name", "")), layer.name, inner.get("config", {}), -1)
+    why = _known_refusal(wrapped)
+    refuse(layer.name, "TimeDistributed",
+           f"it wraps a {wrapped.class_name or 'layer'}, and edge-lstm steps TimeDistributed(Dense) only"
+           + (f"; the {wrapped.class_name} itself cannot be streamed: {why}" if why else ""))
+
+
+def _features(shape: Any) -> int | None:
+    return int(shape[-1]) if shape and shape[-1] is not None else None
 
 
 def _refuser(path: Path) -> Callable[[str, str, str], NoReturn]:
@@ -546,7 +591,8 @@ def _refusal_reason(layer: _Layer, last_recurrent: _Layer | None, vector: bool) 
         where = "between recurrent layers"
     return (
         f"edge-lstm does not know how to step this layer ({where}); supported: InputLayer, "
-        f"LSTM, GRU, Dense, Activation, {', '.join(sorted(INFERENCE_NOOPS))}"
+        "LSTM, GRU, Dense and TimeDistributed(Dense) before the first and after the last "
+        f"recurrent layer, {', '.join(sorted(ACTIVATION_LAYERS))}, {', '.join(sorted(INFERENCE_NOOPS))}"
     )
 
 
@@ -587,9 +633,7 @@ def _check_recurrent(layer: _Layer, refuse: Callable) -> None:
                "time_major=False")
 
 
-def _recurrent(
-    layer: _Layer, arrays: list[np.ndarray], path: Path, keras_version: str
-) -> Recurrent:
+def _recurrent(layer: _Layer, arrays: list[np.ndarray], path: Path, keras2: bool) -> Recurrent:
     """Keras LSTM (i,f,c,o) / GRU (z,r,h) weights are already in canonical order and layout."""
     cfg = layer.config
     kind = RECURRENT[layer.class_name]
@@ -618,17 +662,17 @@ def _recurrent(
         recurrent_kernel=recurrent_kernel,
         bias=bias,
         recurrent_bias=recurrent_bias,
-        activation=_activation(cfg.get("activation", "tanh"), layer, path, keras_version),
+        activation=_activation(cfg.get("activation", "tanh"), layer, path, keras2),
         recurrent_activation=_activation(
-            cfg.get("recurrent_activation", "sigmoid"), layer, path, keras_version
+            cfg.get("recurrent_activation", "sigmoid"), layer, path, keras2
         ),
         reset_after=reset_after,
         name=layer.name,
     )
 
 
-def _dense(layer: _Layer, arrays: list[np.ndarray], path: Path, keras_version: str) -> Dense:
-    cfg = layer.config
+def _dense(layer: _Layer, cfg: dict, arrays: list[np.ndarray], path: Path, keras2: bool) -> Dense:
+    """A Dense (or the Dense inside a TimeDistributed): `cfg` is the Dense's own config."""
     kernel = arrays[0]
     if kernel.ndim != 2:
         raise UnsupportedModelError(
@@ -636,38 +680,50 @@ def _dense(layer: _Layer, arrays: list[np.ndarray], path: Path, keras_version: s
             "2-D Dense layers are supported"
         )
     bias = arrays[1] if cfg.get("use_bias", True) and len(arrays) > 1 else np.zeros(kernel.shape[1])
-    act = _activation(cfg.get("activation", "linear"), layer, path, keras_version)
+    act = _activation(cfg.get("activation", "linear"), layer, path, keras2)
     return Dense(kernel=kernel, bias=bias, activation=act, name=layer.name)
 
 
-def _activation_layer(head: list[Dense], act: str, layer: _Layer, width: int) -> Dense:
-    """An Activation layer: folded into a linear Dense before it, else an identity Dense."""
-    if head and head[-1].activation == "linear":
-        last = head.pop()
+def _activation_layer(part: list[Dense], act: str, layer: _Layer, width: int) -> Dense:
+    """An activation layer: folded into a linear Dense just before it, else an identity Dense."""
+    if part and part[-1].activation == "linear":
+        last = part.pop()
         return Dense(last.kernel, last.bias, act, name=f"{last.name}+{layer.name}")
-    width = head[-1].units if head else width
     return Dense(np.eye(width), np.zeros(width), act, name=layer.name)
 
 
-def _activation(value: Any, layer: _Layer, path: Path, keras_version: str) -> str:
-    """An activation from the config (a string or a serialized dict) as an ACTIVATIONS name."""
+#: Layers that only apply an activation, element by element.
+ACTIVATION_LAYERS = {"Activation", "LeakyReLU", "ReLU", "ELU", "Softmax"}
+
+
+def _activation_of_layer(layer: _Layer, path: Path, keras2: bool) -> str | None:
+    """The activation an activation layer applies (None for other layers)."""
+    if layer.class_name not in ACTIVATION_LAYERS:
+        return None
+    if layer.class_name == "Activation":
+        return _activation(layer.config.get("activation"), layer, path, keras2)
+    if layer.class_name == "Softmax" and layer.config.get("axis", -1) != -1:
+        raise UnsupportedModelError(
+            f"{path.name}: layer {layer.label()} takes the softmax over axis "
+            f"{layer.config.get('axis')}; edge-lstm supports it over the last axis only"
+        )
+    return _activation({"class_name": layer.class_name, "config": layer.config}, layer, path, keras2)
+
+
+def _activation(value: Any, layer: _Layer, path: Path, keras2: bool) -> str:
+    """An activation from the config (a string or a serialized dict) as an edge_lstm.activations name.
+
+    Keras 1.x/2.x's `hard_sigmoid` is `clip(0.2 x + 0.5, 0, 1)`, not Keras 3's
+    `relu6(x + 3) / 6`: it is read as `hard_sigmoid_keras2`, the formula the file was trained with.
+    """
     name = _activation_name(value)
-    if name is None:
+    if name is None or not known(name):
         raise UnsupportedModelError(
-            f"{path.name}: layer {layer.label()}: activation {_describe(value)} is not "
-            f"supported (supported: {', '.join(sorted(ACTIVATIONS))}; leaky_relu means slope 0.2)"
+            f"{path.name}: layer {layer.label()}: activation {_describe(value) if name is None else repr(name)} "
+            f"is not supported (supported: {supported()})"
         )
-    if name not in ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"{path.name}: layer {layer.label()}: activation {name!r} is not supported "
-            f"(supported: {', '.join(sorted(ACTIVATIONS))})"
-        )
-    if name == "hard_sigmoid" and keras_version.startswith(("1.", "2.")):
-        raise UnsupportedModelError(
-            f"{path.name}: layer {layer.label()} uses hard_sigmoid from Keras "
-            f"{keras_version}, which is clip(0.2*x + 0.5) there but relu6(x + 3)/6 in Keras 3 "
-            "(and edge-lstm): the forecasts would differ. Re-train with sigmoid."
-        )
+    if name == "hard_sigmoid" and keras2:
+        return "hard_sigmoid_keras2"
     return name
 
 
@@ -699,29 +755,34 @@ def _activation_name(value: Any) -> str | None:
     if cls == "Activation" and isinstance(cfg, dict):
         return _activation_name(cfg.get("activation"))
     cfg = cfg if isinstance(cfg, dict) else {}
-    if cls == "ReLU" and not cfg.get("negative_slope") and not cfg.get("threshold"):
-        top = cfg.get("max_value")
-        return "relu" if top is None else "relu6" if float(top) == 6.0 else None
-    if cls == "LeakyReLU":
+    if cls == "ReLU" and not cfg.get("threshold"):
+        top, slope = cfg.get("max_value"), float(cfg.get("negative_slope") or 0.0)
+        if top is None:
+            return named("leaky_relu", slope) if slope else "relu"
+        return "relu6" if float(top) == 6.0 and not slope else None
+    if cls == "LeakyReLU":  # Keras 3 negative_slope, Keras 2 alpha; both default to 0.3
         slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
-        return "leaky_relu" if slope is not None and abs(float(slope) - 0.2) < 1e-12 else None
+        return named("leaky_relu", float(0.3 if slope is None else slope))
+    if cls == "ELU":
+        return named("elu", float(cfg.get("alpha", 1.0)))
+    if cls == "Softmax":
+        return "softmax"
     return None
 
 
-def _input_shape(path: Path, shape: Any, recurrent: list[Recurrent]) -> tuple[int | None, int]:
-    """Window and features from the input shape `[batch, window, features]`."""
-    features = recurrent[0].inputs if recurrent else 0
+def _input_shape(path: Path, shape: Any, features: int) -> int | None:
+    """The window from the input shape `[batch, window, features]`, checked against the weights."""
     if shape is None:
-        return None, features
+        return None
     if len(shape) != 3:
         raise UnsupportedModelError(
             f"{path.name}: the model input has shape {shape}; a recurrent forecaster takes "
             "[batch, window, features]"
         )
     window, declared = shape[1], shape[2]
-    if declared is not None and recurrent and int(declared) != features:
+    if declared is not None and int(declared) != features:
         raise KerasFileError(
-            f"{path}: the input declares {declared} features but the first recurrent layer's "
-            f"kernel reads {features}; the file is inconsistent"
+            f"{path}: the input declares {declared} features but the first layer's kernel "
+            f"reads {features}; the file is inconsistent"
         )
-    return (None if window is None else int(window)), features
+    return None if window is None else int(window)

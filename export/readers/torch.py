@@ -127,10 +127,11 @@ def read_torch(
         raise TorchSourceError(
             f"read_torch got a {type(source).__name__}; expected {ACCEPTED_FORMS}"
         )
-    stack_layers, head, details = _walk(module)
+    stack_layers, head, pre, details = _read_forward(module)
     stack = Stack(
         recurrent=tuple(stack_layers),
         head=tuple(head),
+        pre=tuple(pre),
         window=window,
         source={
             "framework": "torch",
@@ -152,26 +153,40 @@ def read_torch(
 
 def predict_torch(
     source: "str | Path | torch.nn.Module", windows: np.ndarray, *, factory: str | None = None,
-    features: int | None = None, window: int | None = None,
+    features: int | None = None, window: int | None = None, stack: Stack | None = None,
 ) -> np.ndarray:
     """The module's own forward pass on `windows` [N, W, F]: the parity reference for export.
 
-    The input is laid out as the recurrent layer expects (batch-first or not); a sequence
-    output ([N, W, O] or [W, N, O]) is reduced to its last step, a tuple to its first item.
+    The input is laid out as forward() feeds it to the first recurrent layer (batch-first or
+    not), wrapped as `(x, None)` for a forward taking one tuple (darts); a tuple output gives
+    its first item, and a sequence output its last time step. `stack` is what `read_torch`
+    made of this module (read again when not given).
     """
     import torch
 
     module = source if isinstance(source, torch.nn.Module) else _load(Path(source), factory)[0]
-    batch_first = _walk(module)[2].get("batch_first")
+    info = (stack or read_torch(module)).source
+    batch_first = info.get("batch_first")
     x = torch.from_numpy(np.ascontiguousarray(windows, np.float32))
 
     def forward(seq_first: bool) -> np.ndarray:
-        with torch.no_grad():
-            module.eval()
-            out = module(x.transpose(0, 1) if seq_first else x)
-        if isinstance(out, (tuple, list)):
+        inp = x.transpose(0, 1) if seq_first else x
+        was = module.training
+        try:
+            adapter = _input_adapter(module) if info.get("input_adapter") else None
+            with torch.no_grad():
+                module.eval()
+                if adapter is not None:
+                    out = adapter[1](module, inp)
+                else:
+                    out = module((inp, None) if info.get("input_tuple") else inp)
+        finally:
+            module.train(was)
+        while isinstance(out, (tuple, list)):
             out = out[0]
         out = out.detach().cpu().numpy()
+        if info.get("sequence_output"):
+            return np.take(out, -1, axis=int(info.get("output_time_axis", 0 if seq_first else 1)))
         if out.ndim == 3:
             out = out[-1] if seq_first else out[:, -1]
         return out
@@ -411,6 +426,91 @@ def _leaves(module: "torch.nn.Module", prefix: str = "") -> Iterator[tuple[str, 
             yield from _leaves(child, path)
 
 
+def _input_adapter(module: "torch.nn.Module") -> tuple[str, Any] | None:
+    """How to call a module whose forward() takes a structured batch instead of a tensor.
+
+    darts (0.3x and later) modules take a `PLModuleInput` dataclass (`past_target` plus
+    covariates, a state, a stage) and return a `PLModuleOutput`; edge-lstm calls them as darts
+    does at prediction time: `module(PLModuleInput(past_target=x)).prediction`.
+    """
+    import inspect
+    import typing
+
+    if _is_script(module):
+        return None
+    try:
+        forward = inspect.unwrap(type(module).forward)
+        first = list(inspect.signature(forward).parameters.values())[1]
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return None
+    annotation = first.annotation
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if name != "PLModuleInput":
+        return None
+    cls = annotation if not isinstance(annotation, str) else None
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(forward).get(first.name)
+        except Exception:  # noqa: BLE001 - unresolvable hints: look the name up instead
+            cls = getattr(forward, "__globals__", {}).get("PLModuleInput")
+    if cls is None:
+        return None
+    return "darts PLModuleInput(past_target=x).prediction", lambda m, x: m(cls(past_target=x)).prediction
+
+
+def _adapted_class():
+    import torch
+
+    class Adapted(torch.nn.Module):
+        """`adapter(inner, x)` as a forward, so the tracer sees a tensor in and a tensor out."""
+
+        def __init__(self, inner: torch.nn.Module, adapter: Any) -> None:
+            super().__init__()
+            self.inner = inner
+            self._adapter = adapter
+
+        def forward(self, x):
+            return self._adapter(self.inner, x)
+
+    return Adapted
+
+
+def _Adapted(inner: "torch.nn.Module", adapter: Any) -> "torch.nn.Module":  # noqa: N802 - a class factory
+    return _adapted_class()(inner, adapter)
+
+
+def _read_forward(module: "torch.nn.Module") -> tuple[list[Recurrent], list[Dense], list[Dense], dict]:
+    """(recurrent, head, pre, details) from forward()'s own dataflow; when it cannot be traced
+    (a loop, a branch on tensor values), from the registration order, with a hint saying so."""
+    from edge_lstm_export.readers.torch_graph import Interpreter, Untraceable, trace
+
+    adapter = _input_adapter(module)
+    try:
+        traced = module if adapter is None else _Adapted(module, adapter[1])
+        flow = trace(traced, Interpreter(_recurrent, _linear, _class_name))
+    except Untraceable as exc:
+        recurrent, head, details = _walk(module)
+        details["read_from"] = "registration order"
+        details["hints"] = [
+            f"forward() could not be traced ({exc}), so the reader took the submodules in registration "
+            "order and assumed nothing happens between them; operations in forward()'s code (a "
+            "torch.sigmoid, a scaling, a skipped layer) are not in the bundle"
+        ]
+        return recurrent, head, [], details
+    calls = [c.removeprefix("inner.") for c in flow.calls] if adapter else flow.calls
+    details: dict[str, Any] = {"read_from": "forward() graph", "calls": calls}
+    if adapter:
+        details["input_adapter"] = adapter[0]
+    if flow.input_time_axis is not None:
+        details["batch_first"] = flow.input_time_axis == 1
+    if flow.input_tuple:
+        details["input_tuple"] = True
+    if flow.output_time_axis is not None:
+        details["sequence_output"] = True
+        details["output_time_axis"] = flow.output_time_axis
+    return flow.recurrent, flow.head, flow.pre, details
+
+
 def _walk(module: "torch.nn.Module") -> tuple[list[Recurrent], list[Dense], dict]:
     """Turn the leaves into canonical recurrent layers and a Dense head."""
     root_own = [n for n, _ in module.named_parameters(recurse=False)]
@@ -560,7 +660,20 @@ def _recurrent(path: str, rnn: "torch.nn.Module", kind: str) -> tuple[list[Recur
                     name=label,
                 )
             )
-    return layers, getattr(rnn, "batch_first", None)
+    return layers, _batch_first(rnn)
+
+
+def _batch_first(rnn: "torch.nn.Module") -> bool | None:
+    """`rnn.batch_first`; a traced TorchScript RNN keeps it only as an argument of its aten op."""
+    found = getattr(rnn, "batch_first", None)
+    if found is not None or not _is_script(rnn):
+        return found
+    for node in rnn.forward.graph.nodes():
+        if node.kind() in ("aten::lstm", "aten::gru"):
+            flag = list(node.inputs())[8]
+            if flag.node().kind() == "prim::Constant":
+                return bool(flag.toIValue())
+    return None
 
 
 def _linear(path: str, linear: "torch.nn.Module") -> Dense:
