@@ -57,7 +57,7 @@ def run(config_path: str, check: bool, bundle: str | None, broker: str | None, a
     Examples:
       edge-lstm run --config configs/pi-mqtt.toml
       edge-lstm run --config configs/pi-mqtt.toml --check
-      edge-lstm run --config configs/demo.toml --bundle bundles/airline-lstm
+      edge-lstm run --config configs/demo.toml --bundle bundles/airline
       EDGE_MQTT_PASSWORD=... edge-lstm run --config configs/serial.toml --broker mqtts://dev@broker.lan
 
     SIGTERM/SIGINT drain the queue, snapshot the streams and exit 0; SIGHUP reloads the
