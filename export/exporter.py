@@ -142,9 +142,13 @@ def export_model(
 
     stack = replace(stack, source={"framework": framework, "file": model.name,
                                    "sha256": hashlib.sha256(model.read_bytes()).hexdigest()})
+    kept = () if baseline_windows else kept_baselines(Path(out), stack.source["sha256"])
     out = write_bundle(stack, out, name=name or model.stem, features=feature_names, targets=target_names,
-                       scaler=scaler, cell=cell, baseline_windows=baseline_windows)
+                       scaler=scaler, cell=cell, baseline_windows=baseline_windows or kept)
     result = ExportResult(bundle=out, stack=stack)
+    if kept:
+        result.notes.append(f"kept the whole-window baselines (W = {', '.join(map(str, kept))}) of the previous "
+                            "export of this model into this directory, rebuilt")
 
     if data is not None:
         _, series = read_csv_columns(Path(data), feature_names if feature_names[0] != "x0" else None)
@@ -193,6 +197,19 @@ def export_model(
         )
     write_report(result)
     return result
+
+
+def kept_baselines(out: Path, source_sha256: str) -> tuple[int, ...]:
+    """The baseline windows of the bundle already in `out`, when it was exported from the same
+    model file: re-exporting a model (say, to add quantized variants) keeps what `bench`
+    compares against instead of silently dropping it."""
+    try:
+        previous = json.loads((out / "manifest.json").read_text())
+        if previous.get("source", {}).get("sha256") != source_sha256:
+            return ()
+        return tuple(sorted({int(b["window"]) for b in previous.get("baselines", [])}))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ()
 
 
 def _target_columns(features: list[str], targets: list[str]) -> list[int] | None:
