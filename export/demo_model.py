@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lstm_export.quiet import framework_chatter_filtered
+
 DEMO = Path(__file__).resolve().parent.parent / "edge_lstm" / "demo"
 WINDOW = 12
 
 
+@framework_chatter_filtered()
 def train(csv: Path, epochs: int = 150, seed: int = 7) -> Path:
     """Train the seed model on the first 80 % of the series; return the saved .keras file."""
     import keras

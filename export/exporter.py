@@ -16,6 +16,7 @@ import numpy as np
 from edge_lstm.bundle import Bundle
 from edge_lstm_export.bundle_writer import write_bundle
 from edge_lstm_export.parity import Parity, compare, roll, source_predict
+from edge_lstm_export.quiet import framework_chatter_filtered
 from edge_lstm_export.scaler import Scaler, ScalerError, fit_minmax, from_json, from_specs, read_csv_columns
 from edge_lstm_export.stack import Stack, UnsupportedModelError
 
@@ -83,6 +84,7 @@ def holdout_windows(data: np.ndarray, window: int) -> np.ndarray:
     return np.stack([tail[i : i + window] for i in range(len(tail) - window)]).astype(np.float32)
 
 
+@framework_chatter_filtered()
 def export_model(
     model: str | Path,
     out: str | Path,
