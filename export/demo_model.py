@@ -72,6 +72,10 @@ def main() -> None:
         shutil.copyfile(model, args.keras_out)
     for p in result.parity:
         print(f"{p.variant}: max abs {p.max_abs:.2e} vs {p.reference}")
+    if result.drift is not None:
+        from edge_lstm.drift import verdict
+
+        print(verdict(result.drift))
     print(f"wrote {result.bundle} ({sum(f.stat().st_size for f in result.bundle.iterdir()):,} bytes)")
 
 

@@ -73,6 +73,7 @@ class ExportResult:
     accuracy: list = field(default_factory=list)  # variant_report.VariantReport rows, with --data
     latency_us: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    drift: dict | None = None  # edge_lstm.drift summary of continuous vs exact mode, with --data
 
 
 def holdout_windows(data: np.ndarray, window: int) -> np.ndarray:
@@ -197,6 +198,10 @@ def export_model(
             holdout_start=int(len(series) * (1 - HOLDOUT)), source_windows=sensor, source_expected=want_sensor,
             calibration=pairs, target_columns=_target_columns(feature_names, target_names),
         )
+    if series is not None:
+        from edge_lstm.drift import drift_report
+
+        result.drift = drift_report(bundle, series).summary(Path(data).name)
     write_report(result)
     return result
 
@@ -265,5 +270,8 @@ def write_report(result: ExportResult) -> Path:
                      "parity": parity.as_dict() if parity else None, "p50_step_us": result.latency_us.get(key),
                      "accuracy": accuracy.get(v.file)})
     path = result.bundle / "report.json"
-    path.write_text(json.dumps({"variants": rows, "notes": result.notes}, indent=2) + "\n")
+    doc = {"variants": rows, "notes": result.notes}
+    if result.drift is not None:
+        doc["drift"] = result.drift  # read by inspect, run and demo (edge_lstm.drift.recorded)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

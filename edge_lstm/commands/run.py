@@ -21,6 +21,14 @@ def setup_logging(level: str) -> None:
     )
 
 
+def continuous_drift_warning(cfg: config_mod.Config) -> str | None:
+    """The drift export measured, when the config runs continuous mode on a bundle whose
+    forecasts wander off in that mode (see edge_lstm.drift)."""
+    from edge_lstm.drift import continuous_mode_warning, recorded
+
+    return continuous_mode_warning(recorded(cfg.model.bundle)) if cfg.model.mode == "continuous" else None
+
+
 def check_config(cfg: config_mod.Config) -> str:
     """What `--check` verifies beyond the config: files, the bundle's hashes, the engine."""
     from edge_lstm.daemon import open_runtime, verify_bundle
@@ -29,12 +37,14 @@ def check_config(cfg: config_mod.Config) -> str:
     bundle = verify_bundle(cfg.model.bundle)
     rt = open_runtime(cfg, bundle)
     where = f"{cfg.mqtt.host}:{cfg.broker_port}" + (" (TLS)" if cfg.mqtt.tls.enabled else "") if cfg.uses_mqtt else "no broker"
+    warning = continuous_drift_warning(cfg)
     return (
         f"{cfg.source_file}: OK\n"
         f"  device   {cfg.device_id}   broker {where}\n"
         f"  model    {bundle.name} ({bundle.path}, sha256 {bundle.sha256[:12]}) on {rt.backend_name}/{rt.precision}, "
         f"{cfg.model.mode} mode, window {rt.window}, features {', '.join(rt.features)}\n"
         f"  source   {cfg.source.kind}   sink {cfg.sink.kind}   snapshot {cfg.snapshot.path or 'off'}"
+        + (f"\n  warning: {warning}" if warning else "")
     )
 
 
@@ -75,6 +85,9 @@ def run(config_path: str, check: bool, bundle: str | None, broker: str | None, a
             click.echo(check_config(cfg))
             return
         config_mod.check_files(cfg)
+        warning = continuous_drift_warning(cfg)
+        if warning:
+            logging.getLogger("edge_lstm.run").warning("%s", warning)
         from edge_lstm.daemon import Daemon
 
         daemon = Daemon(cfg)
