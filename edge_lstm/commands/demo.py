@@ -62,9 +62,11 @@ def demo(rate: float, mode: str, backend: str, bundle: Path, broker: str | None,
     Continuous mode shows what the bundle's drift check warns of: this model wants exact.
 
     \b
-    Example:
+    Examples:
       edge-lstm demo
-      edge-lstm demo --rate 50 --mode continuous --backend litert
+      edge-lstm demo --mode continuous     # what the drift warning is about: this model wants exact
+      edge-lstm demo --rate 50 --backend numpy
+      edge-lstm demo --backend litert      # with the litert extra: pip install -e '.[litert]'
     """
     from contextlib import ExitStack
 
