@@ -2,7 +2,7 @@
 
     python bench/bench_daemon.py                       # tiny LSTM, 1000 streams, 10 s per step
     python bench/bench_daemon.py --model seed --streams 2000 --seconds 20
-    python bench/bench_daemon.py --bundle bundles/airline-lstm
+    python bench/bench_daemon.py --bundle bundles/airline
 
 Starts its own mosquitto on a free port, the daemon as a separate process (`edge-lstm run`),
 and the load generator (`bench/loadgen.py`, MQTT QoS 1) as a third. For each offered rate

@@ -5,11 +5,10 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (bad file, bad opti
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from edge_lstm import __version__
+from edge_lstm.commands import exit_with
 from edge_lstm.errors import EdgeLstmError
 
 
@@ -20,8 +19,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeLstmError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            exit_with(exc)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,8 +2,9 @@
 
 The schema is a tree of dataclasses; each field carries its help text and, where it matters,
 its allowed choices or range in the field metadata, so that `schema()` can list every key
-(the README's config reference is checked against it). Every problem is a `ConfigError` that
-names the file, the dotted key, what was expected and what was found.
+(the README's config reference is checked against it). Every problem names the file, the
+dotted key, what was expected and what was found; a check reports all of them at once (one
+`ConfigError`, a line each), so a config is fixed in one round, not one key per run.
 
 Secrets never sit in the file: `mqtt.password_env` names an environment variable. The
 command line can override the bundle (`--bundle DIR`) and the broker
@@ -273,8 +274,10 @@ def load(
     broker: str | None = None,
     allow_plaintext: bool = False,
     environ: typing.Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> Config:
-    """Read, validate and resolve a config file, then apply command-line overrides."""
+    """Read, validate and resolve a config file, then apply command-line overrides (`problems`:
+    see `from_dict`; an unreadable file or broken TOML is raised at once)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -287,7 +290,7 @@ def load(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(doc, source=str(path), base=path.parent, bundle=bundle, broker=broker,
-                     allow_plaintext=allow_plaintext, environ=environ)
+                     allow_plaintext=allow_plaintext, environ=environ, problems=problems)
 
 
 def from_dict(
@@ -299,9 +302,16 @@ def from_dict(
     broker: str | None = None,
     allow_plaintext: bool = False,
     environ: typing.Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> Config:
-    """Validate a parsed TOML document into a `Config` (see `load`)."""
-    cfg = _build(Config, doc, source, "")
+    """Validate a parsed TOML document into a `Config` (see `load`).
+
+    Every problem is collected. Without `problems`, one `ConfigError` lists them all; with a
+    list, they are appended to it and the config is returned with defaults in place of the
+    bad values, so that `run --check` can go on to check files and bundle too.
+    """
+    found: list[str] = [] if problems is None else problems
+    cfg = _build(Config, doc, source, "", found)
     cfg.source_file = source
     cfg.mqtt_configured = "mqtt" in doc
     base = base or Path.cwd()
@@ -320,15 +330,21 @@ def from_dict(
     env = os.environ if environ is None else environ
     if cfg.mqtt.password_env:
         if cfg.mqtt.password_env not in env:
-            raise ConfigError(
+            found.append(
                 f"{source}: key 'mqtt.password_env' names the environment variable "
                 f"{cfg.mqtt.password_env!r}, which is not set; export it (e.g. in the systemd "
                 "unit's EnvironmentFile) or remove the key"
             )
-        cfg.password = env[cfg.mqtt.password_env]
+        else:
+            cfg.password = env[cfg.mqtt.password_env]
     if broker is not None:
-        apply_broker_url(cfg, broker, allow_plaintext=allow_plaintext)
-    _check(cfg)
+        try:
+            apply_broker_url(cfg, broker, allow_plaintext=allow_plaintext)
+        except ConfigError as exc:
+            found.extend(exc.problems)
+    _check(cfg, found)
+    if problems is None and found:
+        raise ConfigError(*found)
     return cfg
 
 
@@ -426,25 +442,29 @@ def password_in_url_warning(url: str, env_hint: str) -> str | None:
     )
 
 
-def _build(cls: type, doc: Any, source: str, prefix: str) -> Any:
+def _build(cls: type, doc: Any, source: str, prefix: str, problems: list[str]) -> Any:
+    """`cls` from a TOML table; each problem is appended to `problems` and its key left at the default."""
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: key {where!r}: expected a table, found {_found(doc)}")
+        problems.append(f"{source}: key {where!r}: expected a table, found {_found(doc)}")
+        return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = [k for k in doc if k not in fields]
-    if unknown:
-        key = prefix + unknown[0]
-        near = _nearest(unknown[0], fields)
-        hint = f"; did you mean {prefix + near!r}?" if near else f"; known keys here: {', '.join(fields)}"
-        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
     kwargs = {}
     for name, value in doc.items():
+        if name not in fields:
+            near = _nearest(name, fields)
+            hint = f"; did you mean {prefix + near!r}?" if near else f"; known keys here: {', '.join(fields)}"
+            problems.append(f"{source}: unknown key {prefix + name!r}{hint}")
+            continue
         f, tp, key = fields[name], hints[name], prefix + name
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, source, key + ".")
-        else:
+            kwargs[name] = _build(tp, value, source, key + ".", problems)
+            continue
+        try:
             kwargs[name] = _value(tp, value, f.metadata, source, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     return cls(**kwargs)
 
 
@@ -510,15 +530,15 @@ def _nearest(name: str, candidates: typing.Iterable[str]) -> str | None:
 _TOPIC_FIELDS = ("status", "health", "errors", "stats", "events", "model", "cmd")
 
 
-def _check(cfg: Config) -> None:
-    """Cross-field checks that one key alone cannot express."""
+def _check(cfg: Config, problems: list[str]) -> None:
+    """Cross-field checks that one key alone cannot express; problems are appended."""
     src = cfg.source_file
 
-    def bad(key: str, expected: str, found: Any) -> typing.NoReturn:
-        raise ConfigError(f"{src}: key {key!r}: expected {expected}, found {_found(found)}")
+    def bad(key: str, expected: str, found: Any) -> None:
+        problems.append(f"{src}: key {key!r}: expected {expected}, found {_found(found)}")
 
     if cfg.device.id:
-        _check_level(src, "device.id", cfg.device.id)
+        _check_level(problems, src, "device.id", cfg.device.id)
     if not cfg.model.bundle:
         bad("model.bundle", "a bundle directory (or --bundle DIR)", cfg.model.bundle)
     if cfg.mqtt.reconnect_max < cfg.mqtt.reconnect_min:
@@ -542,9 +562,9 @@ def _check(cfg: Config) -> None:
             bad("source.serial.delimiter", "one character", cfg.source.serial.delimiter)
         if cfg.source.serial.reopen_max < cfg.source.serial.reopen_min:
             bad("source.serial.reopen_max", "a value >= source.serial.reopen_min", cfg.source.serial.reopen_max)
-        _check_level(src, "source.serial.stream", cfg.source.serial.stream)
+        _check_level(problems, src, "source.serial.stream", cfg.source.serial.stream)
     if cfg.source.kind == "replay":
-        _check_level(src, "source.replay.stream", cfg.source.replay.stream)
+        _check_level(problems, src, "source.replay.stream", cfg.source.replay.stream)
     if "{stream}" not in cfg.sink.mqtt.topic:
         bad("sink.mqtt.topic", "a template containing {stream}", cfg.sink.mqtt.topic)
     for name in ("sink.mqtt.topic", *(f"topics.{t}" for t in _TOPIC_FIELDS)):
@@ -555,46 +575,51 @@ def _check(cfg: Config) -> None:
             filled = template.format(device="d", stream="s")
         except (KeyError, IndexError, ValueError) as exc:
             bad(name, "a topic with only {device} and {stream} placeholders", f"{template} ({exc})")
+            continue
         if not filled or "+" in filled or "#" in filled:
             bad(name, "a topic without wildcards", template)
     if cfg.uses_mqtt and not cfg.mqtt.host:
         bad("mqtt.host", "a broker host (or --broker)", cfg.mqtt.host)
 
 
-def check_files(cfg: Config) -> None:
+def check_files(cfg: Config, problems: list[str] | None = None) -> None:
     """Check that the files the config names exist (run at daemon start and by `--check`).
 
     Kept apart from `load` so that an example config can be validated on a machine that
-    lacks the device's certificates.
+    lacks the device's certificates. Problems are appended to `problems`, or without it
+    raised together as one `ConfigError`.
     """
     src = cfg.source_file
+    found: list[str] = [] if problems is None else problems
     files = [(f"mqtt.tls.{k}", getattr(cfg.mqtt.tls, k)) for k in ("ca_file", "cert_file", "key_file")]
     for key, value in files:
         if value and cfg.mqtt.tls.enabled and not os.access(value, os.R_OK):
-            raise ConfigError(f"{src}: key {key!r}: expected a readable file, found {value!r} (missing or unreadable)")
+            found.append(f"{src}: key {key!r}: expected a readable file, found {value!r} (missing or unreadable)")
     if cfg.source.kind == "replay" and cfg.source.replay.file != "-" and not os.access(cfg.source.replay.file, os.R_OK):
-        raise ConfigError(
+        found.append(
             f"{src}: key 'source.replay.file': expected a readable CSV file, found {cfg.source.replay.file!r}"
         )
     if cfg.model.bundle_dir and not Path(cfg.model.bundle_dir).is_dir():
-        raise ConfigError(f"{src}: key 'model.bundle_dir': expected a directory, found {cfg.model.bundle_dir!r}")
+        found.append(f"{src}: key 'model.bundle_dir': expected a directory, found {cfg.model.bundle_dir!r}")
     if cfg.snapshot.path:
         parent = Path(cfg.snapshot.path).parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ConfigError(
+            found.append(
                 f"{src}: key 'snapshot.path': expected a file in a writable directory, found "
                 f"{cfg.snapshot.path!r} ({parent} is missing or not writable; systemd's "
                 "StateDirectory=edge-lstm creates /var/lib/edge-lstm)"
             )
+    if problems is None and found:
+        raise ConfigError(*found)
 
 
-def _check_level(src: str, key: str, value: str) -> None:
+def _check_level(problems: list[str], src: str, key: str, value: str) -> None:
     from edge_lstm.payload import PayloadError, validate_stream_id
 
     try:
         validate_stream_id(value)
     except PayloadError as exc:
-        raise ConfigError(f"{src}: key {key!r}: expected a single topic level: {exc.problem}") from None
+        problems.append(f"{src}: key {key!r}: expected a single topic level: {exc.problem}")
 
 
 def topic_pattern_problem(pattern: str) -> str | None:

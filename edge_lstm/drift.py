@@ -10,7 +10,9 @@ for their model and data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,17 +100,62 @@ class DriftReport:
         for first, last, mx, mean in self.segments():
             lines.append(f"{f'{first}-{last}':<{width}}  {mx.max():>12.6g}  {mean.mean():>12.6g}")
         lines.append(f"largest difference at sample {self.worst_step}")
-        if self.safe:
-            lines.append(
-                f"verdict: continuous mode stays within {self.tolerance:.0%} of each target's range: "
-                "safe for this model and data (it steps 1 row per sample instead of W)"
-            )
-        else:
-            lines.append(
-                f"verdict: continuous mode drifts by more than {self.tolerance:.0%} of a target's range: "
-                "use mode = \"exact\" for this model"
-            )
+        lines.append(verdict(self.summary()))
         return "\n".join(lines)
+
+    def summary(self, series: str = "") -> dict[str, Any]:
+        """The verdict and its figures as JSON-ready values (export keeps it in report.json)."""
+        return {
+            "series": series, "samples": self.samples, "backend": self.backend, "precision": self.precision,
+            "window": self.window, "targets": list(self.targets),
+            "max_abs": [float(v) for v in self.max_abs] if self.steps else [],
+            "max_relative": [float(v) for v in self.relative] if self.steps else [],
+            "tolerance": self.tolerance, "safe": self.safe,
+        }
+
+
+def continuous_mode_warning(summary: dict[str, Any] | None) -> str | None:
+    """What to tell a user about to run continuous mode, from a drift summary (`summary()`, or
+    report.json's "drift"): None when it stays within tolerance (or was not measured), else
+    the measured drift and the advice."""
+    if not summary or summary.get("safe", True):
+        return None
+    rel = summary.get("max_relative") or []
+    if not rel:
+        return "continuous mode could not be compared with exact mode (too short a series): use mode = \"exact\""
+    worst = max(range(len(rel)), key=lambda i: rel[i])
+    target = summary["targets"][worst] if worst < len(summary.get("targets", [])) else f"target {worst}"
+    on = f"{summary['series']}, " if summary.get("series") else ""
+    return (
+        f"continuous mode drifts from exact mode by up to {rel[worst]:.0%} of the range of {target} "
+        f"({on}{summary.get('samples', '?')} samples; tolerance {summary.get('tolerance', TOLERANCE):.0%}): "
+        "its forecasts are not the model's; use mode = \"exact\""
+    )
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One line for a drift summary: `warning: ...` (see `continuous_mode_warning`) or why
+    continuous mode is safe."""
+    warning = continuous_mode_warning(summary)
+    if warning:
+        return f"warning: {warning}"
+    on = f" on {summary['series']}" if summary.get("series") else ""
+    return (
+        f"verdict: continuous mode stays within {summary.get('tolerance', TOLERANCE):.0%} of each target's range{on}: "
+        "safe for this model and data (it steps 1 row per sample instead of W)"
+    )
+
+
+def recorded(bundle: Any) -> dict[str, Any] | None:
+    """The drift summary export measured for `bundle` (a Bundle or its directory; report.json's
+    "drift"), or None when it was exported without a series (`edge-lstm verify BUNDLE --data
+    CSV` measures it)."""
+    try:
+        doc = json.loads((Path(getattr(bundle, "path", bundle)) / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    drift = doc.get("drift") if isinstance(doc, dict) else None
+    return drift if isinstance(drift, dict) else None
 
 
 def drift_report(

@@ -22,9 +22,14 @@ class BundleIntegrityError(BundleError):
 
 
 class ConfigError(EdgeLstmError):
-    """Raised when a config file, option or argument is invalid."""
+    """Raised when a config file, option or argument is invalid: one problem, or every problem
+    a check found (one per line, each naming the file, the key, the expectation and the find)."""
 
     exit_code = 2
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class BackendUnavailableError(EdgeLstmError):

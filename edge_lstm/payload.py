@@ -208,7 +208,7 @@ def _decode_json(
         if extra and strict_keys:
             raise PayloadError(
                 "unknown-key",
-                f"payload has unexpected keys {extra}; expected 'ts' and {key!r}",
+                f"payload has unexpected keys {extra} beside {key!r}; {_sample_forms(features)}",
                 stream=stream,
             )
         raw = doc[key]
@@ -230,8 +230,7 @@ def _decode_json(
     if unknown and (strict_keys or missing):
         raise PayloadError(
             "unknown-key",
-            f"payload has unexpected keys {unknown}; expected 'ts' and 'value', 'values', or "
-            f"the feature names {list(features)}",
+            f"payload has unexpected keys {unknown}; {_sample_forms(features)}",
             stream=stream,
         )
     if missing:
@@ -241,6 +240,12 @@ def _decode_json(
             stream=stream,
         )
     return Reading(tuple(number(doc[f], f"feature {f!r}", stream) for f in features), ts)
+
+
+def _sample_forms(features: Sequence[str]) -> str:
+    """The JSON sample forms, for an unknown-key error: one form per payload, never mixed."""
+    return (f"send one of {{\"value\": x}}, {{\"values\": [...]}} or the feature names "
+            f"{list(features)} as keys, each with an optional \"ts\"")
 
 
 def _decode_text(body: str, features: Sequence[str], *, stream: str | None) -> Reading:
@@ -377,8 +382,7 @@ def encode_forecast(
         "variant": variant,
         "latency_ms": round(latency_ms, 3),
     }
-    if warming_up:
-        doc["warming_up"] = True
+    doc["warming_up"] = bool(warming_up)  # always there, true or false, as README and DESIGN show
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lstm_export.quiet import framework_chatter_filtered
+
 DEMO = Path(__file__).resolve().parent.parent / "edge_lstm" / "demo"
 WINDOW = 12
 
 
+@framework_chatter_filtered()
 def train(csv: Path, epochs: int = 150, seed: int = 7) -> Path:
     """Train the seed model on the first 80 % of the series; return the saved .keras file."""
     import keras
@@ -69,6 +72,10 @@ def main() -> None:
         shutil.copyfile(model, args.keras_out)
     for p in result.parity:
         print(f"{p.variant}: max abs {p.max_abs:.2e} vs {p.reference}")
+    if result.drift is not None:
+        from edge_lstm.drift import verdict
+
+        print(verdict(result.drift))
     print(f"wrote {result.bundle} ({sum(f.stat().st_size for f in result.bundle.iterdir()):,} bytes)")
 
 

@@ -28,6 +28,7 @@ from edge_lstm.bundle import Bundle
 from edge_lstm.errors import ConfigError
 from edge_lstm_export.bundle_writer import write_bundle
 from edge_lstm_export.parity import Parity, Reference, check, compare, exact_mode, roll, source_predict
+from edge_lstm_export.quiet import framework_chatter_filtered
 from edge_lstm_export.scaler import Scaler, ScalerError, fit_minmax, from_json, from_specs, read_csv_columns
 from edge_lstm_export.stack import Stack, UnsupportedModelError
 
@@ -103,6 +104,7 @@ class ExportResult:
     accuracy: list = field(default_factory=list)  # variant_report.VariantReport rows, with --data
     latency_us: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    drift: dict | None = None  # edge_lstm.drift summary of continuous vs exact mode, with --data
 
 
 def holdout_windows(data: np.ndarray, window: int) -> np.ndarray:
@@ -124,6 +126,7 @@ def sliding_windows(series: np.ndarray, window: int) -> np.ndarray:
     return np.stack([series[i : i + window] for i in range(len(series) - window)]).astype(np.float32)
 
 
+@framework_chatter_filtered()
 def export_model(
     model: Any,
     out: str | Path,
@@ -191,13 +194,16 @@ def export_model(
         stack.source.pop("sha256")
     hints = list(stack.source.pop("hints", []))
 
+    kept = () if baseline_windows or not sha else kept_baselines(out, sha)
+    notes = [f"kept the whole-window baselines (W = {', '.join(map(str, kept))}) of the previous export of "
+             "this model into this directory, rebuilt"] if kept else []
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         result = _write_and_check(stack, framework, source, reader_kwargs, work, scaler=scaler,
                                   name=name or default_name, feature_names=feature_names, target_names=target_names,
-                                  data=data, cell=cell, baseline_windows=baseline_windows, formats=formats,
-                                  quantize=quantize, calibration=calibration, progress=progress)
+                                  data=data, cell=cell, baseline_windows=baseline_windows or kept, formats=formats,
+                                  quantize=quantize, calibration=calibration, progress=progress, notes=notes)
         check(result.parity, hints, result)
         _replace_dir(work, out)
     except BaseException:
@@ -277,10 +283,10 @@ def _series(data, feature_names: list[str], stack: Stack, scaler: Scaler | None,
 
 def _write_and_check(stack: Stack, framework: str, source: Any, reader_kwargs: dict, work: Path, *, scaler,
                      name, feature_names, target_names, data, cell, baseline_windows, formats, quantize,
-                     calibration, progress) -> ExportResult:
+                     calibration, progress, notes) -> ExportResult:
     write_bundle(stack, work, name=name, features=feature_names, targets=target_names,
                  scaler=scaler, cell=cell, baseline_windows=baseline_windows)
-    result = ExportResult(bundle=work, stack=stack)
+    result = ExportResult(bundle=work, stack=stack, notes=list(notes))
     series, real = _series(data, feature_names, stack, scaler, result.notes)
     tail = holdout_tail(series, stack.window) if real else series
     sensor = sliding_windows(tail, stack.window)
@@ -326,8 +332,26 @@ def _write_and_check(stack: Stack, framework: str, source: Any, reader_kwargs: d
             holdout_start=int(len(series) * (1 - HOLDOUT)), source_windows=sensor, source_expected=want_sensor,
             calibration=pairs, target_columns=columns,
         )
+    if real:
+        from edge_lstm.drift import drift_report
+
+        result.drift = drift_report(bundle, series).summary(
+            Path(data).name if isinstance(data, (str, os.PathLike)) else "data")
     write_report(result)
     return result
+
+
+def kept_baselines(out: Path, source_sha256: str) -> tuple[int, ...]:
+    """The baseline windows of the bundle already in `out`, when it was exported from the same
+    model file: re-exporting a model (say, to add quantized variants) keeps what `bench`
+    compares against instead of silently dropping it."""
+    try:
+        previous = json.loads((out / "manifest.json").read_text())
+        if previous.get("source", {}).get("sha256") != source_sha256:
+            return ()
+        return tuple(sorted({int(b["window"]) for b in previous.get("baselines", [])}))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ()
 
 
 def _target_columns(features: list[str], targets: list[str]) -> list[int] | None:
@@ -382,5 +406,8 @@ def write_report(result: ExportResult) -> Path:
                      "accuracy": accuracy.get(v.file)})
     runtime = [p.as_dict() for p in result.parity if p.variant.startswith("runtime")]
     path = result.bundle / "report.json"
-    path.write_text(json.dumps({"variants": rows, "runtime": runtime, "notes": result.notes}, indent=2) + "\n")
+    doc = {"variants": rows, "runtime": runtime, "notes": result.notes}
+    if result.drift is not None:
+        doc["drift"] = result.drift  # read by inspect, run and demo (edge_lstm.drift.recorded)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lstm_export.quiet import framework_chatter_filtered
 
+
+@framework_chatter_filtered()
 def keras_baselines(model_path: str | Path, window: np.ndarray) -> dict[str, Callable[[], object]]:
     """`{"keras-predict": ..., "tf-function": ...}`: one forecast from `window` [1, W, F]
     (model units) the way the seed recipe does it, and through a compiled tf.function.

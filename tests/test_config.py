@@ -122,6 +122,79 @@ def test_check_files(tmp_path, text, words):
         assert w in str(info.value)
 
 
+BAD_EVERYWHERE = """\
+[model]
+bundle = "no-such-bundle"
+mode = "fast"
+horizn = 3
+[mqtt]
+port = "x"
+password_env = "EDGE_TEST_NOT_SET_ANYWHERE"
+[mqtt.tls]
+enabled = true
+ca_file = "/nonexistent/ca.crt"
+[pipeline]
+queue_policy = "lifo"
+[sink.mqtt]
+topic = "edge/{device}/pred"
+"""
+BAD_KEYS = ["model.mode", "model.horizn", "mqtt.port", "mqtt.password_env", "pipeline.queue_policy", "sink.mqtt.topic"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    """A config with six mistakes gets one error listing all six, a line each, each naming
+    the file and its key; with a `problems` list they are collected there instead, and the
+    config comes back with defaults in place of the bad values."""
+    path = write(tmp_path, BAD_EVERYWHERE)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    lines = str(info.value).splitlines()
+    assert lines == info.value.problems and len(lines) == len(BAD_KEYS), lines
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    for key in BAD_KEYS:
+        assert sum(f"'{key}'" in line for line in lines) == 1, (key, lines)
+    problems: list[str] = []
+    cfg = config.load(path, environ={}, problems=problems)
+    assert problems == lines
+    assert cfg.model.mode == "exact" and cfg.mqtt.port == 0 and cfg.pipeline.queue_policy == "drop-oldest"
+    files: list[str] = []
+    config.check_files(cfg, files)  # the files are checked on that config too
+    assert len(files) == 1 and "mqtt.tls.ca_file" in files[0]
+
+
+def test_run_check_reports_config_files_and_bundle_together(tmp_path):
+    """`run --check` prints every problem of the config, its files and its bundle, one
+    `error:` line each, and exits 2."""
+    from click.testing import CliRunner
+
+    from edge_lstm.cli import main
+
+    res = CliRunner().invoke(main, ["run", "--config", str(write(tmp_path, BAD_EVERYWHERE)), "--check"])
+    assert res.exit_code == 2
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(BAD_KEYS) + 2, res.output  # + the CA file, + the bundle
+    for key in [*BAD_KEYS, "mqtt.tls.ca_file", "model.bundle"]:
+        assert any(f"'{key}'" in line for line in errors), key
+    assert any("no such bundle directory" in line for line in errors)
+
+
+@pytest.mark.parametrize("mode", ["exact", "continuous"])
+def test_run_check_warns_of_continuous_mode_drift(tmp_path, mode):
+    """`run --check` in continuous mode on the shipped bundle, whose report says it drifts,
+    warns with the measured figure; exact mode has nothing to warn of."""
+    from click.testing import CliRunner
+
+    from edge_lstm.cli import main
+
+    shipped = Path(__file__).resolve().parent.parent / "edge_lstm" / "demo" / "airline"
+    text = f'[model]\nbundle = "{shipped}"\nmode = "{mode}"\n[source]\nkind = "replay"\n' \
+           f'[source.replay]\nfile = "{shipped.parent / "airline-passengers.csv"}"\n[sink]\nkind = "stdout"\n'
+    res = CliRunner().invoke(main, ["run", "--config", str(write(tmp_path, text)), "--check"])
+    assert res.exit_code == 0, res.output
+    warned = "warning: continuous mode drifts from exact mode by up to" in res.output
+    assert warned == (mode == "continuous"), res.output
+
+
 def test_missing_file():
     """A missing file is a config error naming it."""
     with pytest.raises(ConfigError, match="nope.toml: cannot read"):

@@ -80,7 +80,7 @@ def test_forecasts_equal_the_runtimes_own(mqtt_broker, collect, tiny_bundle, pro
             assert [g["seq"] for g in got if g["stream"] == stream] == list(range(1, 41))  # in order
         first = next(g for g in got if g["stream"] == "s1")
         assert first["model"] == "tiny-lstm" and first["variant"] == "fp32" and first["targets"] == ["passengers"]
-        assert first["warming_up"] is True and "warming_up" not in got[-1]
+        assert first["warming_up"] is True and got[-1]["warming_up"] is False
         assert d.stats()["forecasts"] == 120
     info = collect([f"edge/{dev}/model", f"edge/{dev}/status"]).take(2)
     model = json.loads(next(p for t, p, _ in info if t.endswith("/model")))
@@ -397,7 +397,7 @@ def test_reset_and_prime_commands(cmd_daemon, mqtt_broker, tiny_bundle):
     close(pub)
     ref = reference(tiny_bundle, [("p", SERIES[i], float(i)) for i in range(7)])
     np.testing.assert_array_equal(np.float32(got["forecast"]), ref[("p", 7)].values)
-    assert "warming_up" not in got  # primed with a full window
+    assert got["warming_up"] is False  # primed with a full window
 
 
 @pytest.mark.parametrize(
@@ -498,7 +498,7 @@ def test_hot_swap_drops_no_sample(cmd_daemon, mqtt_broker, bundle_dir):
         models = [g["model"] for g in mine]
         k = models.index("tiny-gru")
         assert set(models[:k]) == {"tiny-lstm"} and set(models[k:]) == {"tiny-gru"}
-        assert "warming_up" not in mine[k]  # re-primed from its recent samples: no warm-up again
+        assert mine[k]["warming_up"] is False  # re-primed from its recent samples: no warm-up again
     loaded = events(got, "model-loaded")[0]
     assert loaded["bundle"] == "tiny-gru" and loaded["states"] == "re-primed" and loaded["streams"] == 3
     info = [json.loads(p) for t, p, _ in got if t.endswith("/model")]
@@ -694,6 +694,10 @@ def test_subscribe_human_readable_and_failures(mqtt_broker):
                                                    "targets": ["passengers"], "horizon": 1, "model": "m",
                                                    "variant": "fp32", "latency_ms": 0.21}).encode())
     assert line == "edge/d/pred/s1  s1 #812  ts 1970-01-01 00:00:00.000Z  passengers 431.7  [m fp32, 0.21 ms]"
+    untimed = describe("edge/d/pred/s1", json.dumps({"stream": "s1", "ts": None, "seq": 3, "forecast": [[431.7]],
+                                                      "targets": ["passengers"], "horizon": 1, "model": "m",
+                                                      "variant": "fp32", "latency_ms": 0.21, "warming_up": True}).encode())
+    assert untimed == "edge/d/pred/s1  s1 #3  passengers 431.7  (warming up)  [m fp32, 0.21 ms]"  # no "ts None"
     assert describe("edge/d/status", b"online") == "edge/d/status  online"
     from fixtures_broker import free_port
 

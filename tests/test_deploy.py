@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from daemon_harness import close, daemon_doc
 
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
 
 
 def client(broker, user, password):
@@ -101,14 +103,41 @@ def test_unit_is_hardened():
 
 
 def test_install_script_dry_run(tmp_path):
-    """install.sh parses, refuses bad arguments, and its dry run does the documented steps."""
+    """install.sh parses, refuses bad arguments, and its dry run does the documented steps
+    without claiming that anything was installed or started."""
     script = DEPLOY / "install.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     bad = subprocess.run([str(script), "--dry-run", "--bundle", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a bundle" in bad.stderr
-    cfg = Path(__file__).resolve().parent.parent / "configs" / "pi-mqtt.toml"
+    cfg = REPO / "configs" / "pi-mqtt.toml"
     out = subprocess.run([str(script), "--dry-run", "--config", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     for step in ("useradd --system", "python3 -m venv /opt/edge-lstm", "install -d -m 0750 -o edge-lstm",
+                 f"pip install {REPO}[litert]",  # the device install: with the LiteRT interpreter
                  "edge-lstm.service /etc/systemd/system/", "--check", "systemctl enable --now edge-lstm"):
         assert step in out.stdout, step
+    last = out.stdout.strip().splitlines()[-1]
+    assert "dry run: nothing was changed" in last and "running" not in out.stdout and "started" not in out.stdout
+
+
+def test_install_script_puts_the_bundle_where_the_config_looks(tmp_path):
+    """`--bundle DIR` installs to /var/lib/edge-lstm/bundles/<DIR's name>: for the README's
+    command that is the shipped config's model.bundle; a bundle the config does not name is
+    refused before anything changes (exit 2, naming the key and both paths)."""
+    from edge_lstm import config
+
+    script = DEPLOY / "install.sh"
+    cfg_path = REPO / "configs" / "pi-mqtt.toml"
+    want = config.load(cfg_path, environ={"EDGE_MQTT_PASSWORD": "x"}).model.bundle
+    bundle = tmp_path / "airline"  # README: deploy/install.sh --config configs/pi-mqtt.toml --bundle bundles/airline
+    shutil.copytree(REPO / "edge_lstm" / "demo" / "airline", bundle)
+    out = subprocess.run([str(script), "--dry-run", "--config", str(cfg_path), "--bundle", str(bundle)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"+ cp -r {bundle}/. {want}/" in out.stdout, out.stdout
+    other = tmp_path / "airline-gru"
+    shutil.copytree(bundle, other)
+    bad = subprocess.run([str(script), "--dry-run", "--config", str(cfg_path), "--bundle", str(other)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == "", bad.stdout
+    assert "'model.bundle'" in bad.stderr and want in bad.stderr and f"{want}-gru" in bad.stderr, bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import datasets
 from edge_lstm.csvfile import read_series
-from edge_lstm.drift import drift_report
+from edge_lstm.drift import continuous_mode_warning, drift_report
 from edge_lstm.errors import ConfigError
 from edge_lstm_export.bundle_writer import write_bundle
 from edge_lstm_export.emit_numpy import reference
@@ -46,7 +47,9 @@ def test_the_report_measures_what_the_reference_says(tmp_path):
     np.testing.assert_allclose(report.mean_abs, want.mean(axis=0), atol=1e-5)
     assert report.worst_step == W - 1 + int(np.argmax(want[:, 0]))
     text = report.table()
-    assert "value" in text and f"{want.max():.6g}"[:5] in text and "verdict" in text
+    assert "value" in text and f"{want.max():.6g}"[:5] in text
+    last = text.splitlines()[-1]  # the verdict: safe, or a warning with the measured share of the range
+    assert last.startswith("verdict: ") if report.safe else f"up to {report.relative.max():.0%} of the range" in last
     assert report.backend == "numpy" and report.window == W
 
 
@@ -62,7 +65,7 @@ def test_a_memoryless_model_is_safe(tmp_path):
     stack = replace(stack, recurrent=(layer,))
     report = drift_report(bundle_of(tmp_path, stack), datasets.airline() / 100.0, backend="onnx")
     assert report.max_abs.max() < 1e-6 and report.safe
-    assert "safe" in report.table()
+    assert "safe" in report.table() and continuous_mode_warning(report.summary()) is None
 
 
 def test_a_long_memory_model_drifts_and_the_verdict_says_use_exact(tmp_path):
@@ -76,6 +79,11 @@ def test_a_long_memory_model_drifts_and_the_verdict_says_use_exact(tmp_path):
     series = (0.8 + 0.1 * np.sin(np.arange(120) / 7.0)).astype(np.float32)
     report = drift_report(bundle_of(tmp_path, stack), series, backend="numpy")
     assert not report.safe and "use mode = \"exact\"" in report.table()
+    summary = report.summary("wave.csv")
+    assert summary["safe"] is False and summary["max_relative"] == [float(report.relative[0])]
+    warning = continuous_mode_warning(json.loads(json.dumps(summary)))  # as read back from report.json
+    assert warning and f"up to {report.relative[0]:.0%} of the range of" in warning and "wave.csv" in warning
+    assert report.table().splitlines()[-1] == f"warning: {continuous_mode_warning(report.summary())}"
     segments = report.segments()
     assert len(segments) == 4 and segments[0][0] == W - 1 and segments[-1][1] == len(series) - 1
     assert max(seg[2].max() for seg in segments) == report.max_abs.max()

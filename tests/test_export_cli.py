@@ -86,6 +86,29 @@ def test_seed_model_in_sensor_units(keras_models, tmp_path: Path) -> None:
     assert "window-12.onnx" in inspect.output
 
 
+@pytest.mark.tensorflow
+def test_reexport_keeps_the_baselines_of_the_same_model(keras_models, tmp_path: Path) -> None:
+    """The README's Quick start exports twice into one directory: the second export (no
+    --baseline-windows) keeps the first one's whole-window baselines, rebuilt and listed; a
+    different model file exported there does not inherit them."""
+    model = keras_models["seed-lstm"]
+    out = tmp_path / "airline"
+    base = [str(model.path), "--out", str(out), "--fit-scaler", str(datasets.AIRLINE_CSV)]
+    code, text = _export([*base, "--baseline-windows", "12,24"])
+    assert code == 0, text
+    first = {b["file"]: b["sha256"] for b in Bundle.open(out).manifest["baselines"]}
+    assert set(first) == {"window-12.onnx", "window-24.onnx"}
+    code, text = _export(base)
+    assert code == 0, text
+    assert "kept the whole-window baselines (W = 12, 24)" in text
+    again = {b["file"]: b["sha256"] for b in Bundle.open(out).manifest["baselines"]}
+    assert again == first  # same model, same scaler: the same files, each pinned by its hash
+    other = keras_models["seed-lstm-h5"]  # the same weights saved as .h5: another source file
+    code, text = _export([str(other.path), "--out", str(out), "--fit-scaler", str(datasets.AIRLINE_CSV)])
+    assert code == 0, text
+    assert Bundle.open(out).manifest["baselines"] == [] and "kept the whole-window" not in text
+
+
 @pytest.mark.parametrize(
     "make, args, message",
     [

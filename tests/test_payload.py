@@ -96,6 +96,20 @@ def test_refused_forms(payload, features, code, words):
     assert isinstance(info.value, EdgeLstmError)
 
 
+@pytest.mark.parametrize("payload", [b'{"ts": 1, "tmep": 1, "rh": 2}', b'{"ts": 1, "value": 1, "temp": 1}'])
+def test_unknown_key_error_names_every_accepted_form(payload):
+    """The unknown-key message lists the forms a sample may take, feature-name keys included,
+    and each form it names is accepted."""
+    with pytest.raises(PayloadError) as info:
+        decode(payload, TWO)
+    msg = str(info.value)
+    assert info.value.code == "unknown-key" and "{\"value\": x}" in msg and "{\"values\": [...]}" in msg
+    assert "the feature names ['temp', 'rh'] as keys" in msg and "optional \"ts\"" in msg
+    assert decode(b'{"ts": 1, "temp": 1, "rh": 2}', TWO).values == (1.0, 2.0)
+    assert decode(b'{"ts": 1, "values": [1, 2]}', TWO).values == (1.0, 2.0)
+    assert decode(b'{"value": 1}', ONE).values == (1.0,)
+
+
 def test_size_limit_is_configurable():
     """The limit applies before decoding, at the configured size."""
     assert decode(b"0" * 99 + b"7", ONE, max_bytes=100).values == (7.0,)
@@ -146,7 +160,9 @@ def test_forecast_payload_round_trips_float32():
     raw = encode_forecast(stream="s1", ts=1764072000.0, seq=812, forecast=fc, targets=["a", "b"], horizon=3,
                           model="airline-lstm", variant="fp32", latency_ms=0.2149)
     doc = json.loads(raw)
-    assert list(doc) == ["stream", "ts", "seq", "forecast", "targets", "horizon", "model", "variant", "latency_ms"]
+    assert list(doc) == ["stream", "ts", "seq", "forecast", "targets", "horizon", "model", "variant", "latency_ms",
+                         "warming_up"]
+    assert doc["warming_up"] is False  # always present (README, DESIGN), not only when true
     assert doc["seq"] == 812 and doc["ts"] == 1764072000.0 and doc["latency_ms"] == 0.215
     np.testing.assert_array_equal(np.asarray(doc["forecast"], np.float32), fc)
     assert len(raw) < 250  # shortest decimals, not 17-digit doubles

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import click
 
 from edge_lstm.errors import EdgeLstmError
+
+
+def exit_with(exc: EdgeLstmError) -> NoReturn:
+    """End a command on one of edge-lstm's own errors: an `error: ...` line on stderr for each
+    problem it reports, and its exit code (1 failure, 2 usage or config)."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(exc.exit_code)
 
 
 def connect_or_exit(broker: str, *, ca_file: str | None, password_env: str | None):
@@ -26,5 +35,4 @@ def connect_or_exit(broker: str, *, ca_file: str | None, password_env: str | Non
     try:
         return connect_client(broker, ca_file=ca_file, password=password)
     except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        exit_with(exc)

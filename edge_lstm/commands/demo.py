@@ -21,6 +21,7 @@ import numpy as np
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 STREAM = "airline"
+TRAIN_SHARE = 0.8  # the shipped model was trained on the first 80 % of the months (demo_model.py)
 
 
 def _series(path: Path) -> tuple[list[str], np.ndarray]:
@@ -55,19 +56,24 @@ def demo(rate: float, mode: str, backend: str, bundle: Path, broker: str | None,
     \b
     Starts a broker (mosquitto if installed, else the embedded pure-Python amqtt), the edge
     daemon on the bundle shipped with edge-lstm (LSTM 50 -> LSTM 50 -> Dense 1 on windows of
-    12 months, trained on 1949-1958), replays the 144 months as a live sensor over MQTT, and
-    prints each forecast as it arrives. Ends by itself; Ctrl-C stops everything cleanly.
+    12 months, trained on the first 80 %: 1949-01 to 1958-07), replays the 144 months as a
+    live sensor over MQTT, and prints each forecast as it arrives, then scores them (all
+    months, and the held-out 1958-08 to 1960-12). Ends by itself; Ctrl-C stops everything.
+    Continuous mode shows what the bundle's drift check warns of: this model wants exact.
 
     \b
-    Example:
+    Examples:
       edge-lstm demo
-      edge-lstm demo --rate 50 --mode continuous --backend litert
+      edge-lstm demo --mode continuous     # what the drift warning is about: this model wants exact
+      edge-lstm demo --rate 50 --backend numpy
+      edge-lstm demo --backend litert      # with the litert extra: pip install -e '.[litert]'
     """
     from contextlib import ExitStack
 
     from edge_lstm import config
     from edge_lstm.broker import LocalBroker
     from edge_lstm.daemon import Daemon
+    from edge_lstm.drift import continuous_mode_warning, recorded
     from edge_lstm.mqtt import connect_client
 
     months, values = _series(DEMO / "airline-passengers.csv")
@@ -117,6 +123,7 @@ def demo(rate: float, mode: str, backend: str, bundle: Path, broker: str | None,
         click.echo(f"sensor   replaying {len(values)} months to sensors/{STREAM}/raw at {rate:g}/s\n")
         click.echo(f"{'month':8} {'actual':>7} {'forecast':>9} {'error':>7}   next month   (forecast made the month before)")
         forecasts = np.full(len(values), np.nan)  # forecasts[t]: made after month t, for month t+1
+        warming = np.zeros(len(values), bool)  # warming[t]: forecasts[t] saw less than a window
         latency = []
         by_ts = {_epoch(m): i for i, m in enumerate(months)}
         deadline = time.monotonic() + 30 + len(values) / max(rate, 1)
@@ -131,31 +138,37 @@ def demo(rate: float, mode: str, backend: str, bundle: Path, broker: str | None,
                 continue
             got += 1
             forecasts[t] = msg["forecast"][0][0]
+            warming[t] = bool(msg.get("warming_up"))
             latency.append(msg.get("latency_ms", 0.0))
             prev = forecasts[t - 1] if t else math.nan
-            warm = "   (warming up)" if t < (rt.window or 1) - 1 else ""
+            warm = "   (warming up)" if warming[t] else ""
             made = f"{prev:9.1f} {values[t] - prev:+7.1f}" if not math.isnan(prev) else f"{'-':>9} {'-':>7}"
             click.echo(f"{months[t]:8} {values[t]:7.0f} {made}   {forecasts[t]:8.1f}{warm}")
         stop.set()
 
-        scored = np.arange(len(values)) >= (rt.window or 1)  # months whose forecast saw a full window
         pred = np.r_[np.nan, forecasts[:-1]]  # pred[t]: forecast for month t
-        ok = scored & ~np.isnan(pred)
-        held = ok & (np.arange(len(values)) >= int(len(values) * 0.8))
+        pred_warm = np.r_[True, warming[:-1]]  # ...made before a full window had been seen
+        ok = ~pred_warm & ~np.isnan(pred)
+        cut = int(len(values) * TRAIN_SHARE)
+        held = ok & (np.arange(len(values)) >= cut)
         click.echo(f"\n{got} forecasts for {len(values)} samples; daemon latency p50 {np.median(latency):.2f} ms per sample")
-        for label, mask in (("all months", ok), ("held-out (1959-60, not trained on)", held)):
+        for label, mask in ((f"all months ({months[int(np.argmax(ok))]} on)", ok),
+                            (f"held-out ({months[cut]} to {months[-1]}, not trained on)", held)):
             if mask.any():
                 mae, rmse = _scores(values[mask], pred[mask])
                 naive_mae, naive_rmse = _scores(values[mask], np.r_[np.nan, values[:-1]][mask])
-                click.echo(f"{label:36} MAE {mae:6.1f}  RMSE {rmse:6.1f}   "
+                click.echo(f"{label:46} MAE {mae:6.1f}  RMSE {rmse:6.1f}   "
                            f"(repeat-last-month: MAE {naive_mae:.1f}, RMSE {naive_rmse:.1f})")
+        warning = continuous_mode_warning(recorded(rt.bundle)) if mode == "continuous" else None
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
         if not no_plot:
-            _plot(plot_path, months, values, pred)
+            _plot(plot_path, months, values, pred, pred_warm, cut)
         if got < len(values):
             raise SystemExit(1)
 
 
-def _plot(path: Path, months: list[str], values: np.ndarray, pred: np.ndarray) -> None:
+def _plot(path: Path, months: list[str], values: np.ndarray, pred: np.ndarray, warm: np.ndarray, cut: int) -> None:
     try:
         import matplotlib
 
@@ -167,9 +180,12 @@ def _plot(path: Path, months: list[str], values: np.ndarray, pred: np.ndarray) -
     fig, ax = plt.subplots(figsize=(10, 4))
     x = np.arange(len(values))
     ax.plot(x, values, label="actual", color="black")
-    ax.plot(x, pred, label="forecast (one month ahead, edge-lstm)", color="tab:orange")
-    cut = int(len(values) * 0.8)
-    ax.axvline(cut, color="grey", linestyle=":", label="end of training data")
+    full = np.where(warm, np.nan, pred)
+    first = int(np.argmax(~warm))  # the warm-up line ends where the real forecasts start
+    ax.plot(x[: first + 1], np.r_[pred[:first], pred[first]], color="grey", linestyle="--",
+            label="warm-up (less than a window seen; not scored)")
+    ax.plot(x, full, label="forecast (one month ahead, edge-lstm)", color="tab:orange")
+    ax.axvline(cut - 0.5, color="grey", linestyle=":", label="end of training data")
     ax.set_xticks(x[::12], [m[:4] for m in months[::12]])
     ax.set_ylabel("passengers (thousands)")
     ax.set_title("edge-lstm demo: airline passengers, forecast as each month arrives")

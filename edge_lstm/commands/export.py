@@ -85,6 +85,10 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
         click.echo(format_table(result.accuracy))
     for note in result.notes:
         click.echo(f"note: {note}")
+    if result.drift is not None:
+        from edge_lstm.drift import verdict
+
+        click.echo(verdict(result.drift))
 
 
 def _print_parity(result) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edge_lstm.bundle import Bundle
+from edge_lstm.drift import recorded, verdict
 
 
 def describe(bundle: Bundle) -> str:
@@ -44,6 +45,10 @@ def describe(bundle: Bundle) -> str:
         lines.append(f"  {v.file:26} {v.backend:7} {v.precision:13} {v.bytes:>9,d} B  sha256 {v.sha256[:12]}{extra}{lat}")
     for b in m.get("baselines", []):
         lines.append(f"  {b['file']:26} baseline: whole window of {b['window']} re-run per sample  {b['bytes']:>9,d} B")
+    summary = recorded(bundle)
+    lines.append(f"drift     {verdict(summary)}" if summary else
+                 "drift     continuous mode not measured (exported without --data): "
+                 f"edge-lstm verify {bundle.path} --data SERIES.csv")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from edge_lstm.commands import connect_or_exit
+from edge_lstm.commands import connect_or_exit, exit_with
 from edge_lstm.errors import EdgeLstmError
 
 
@@ -69,8 +69,7 @@ def replay(file: str, broker: str, topic: str, rate: float, columns: tuple[str, 
     except KeyboardInterrupt:
         pass
     except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        exit_with(exc)
     finally:
         if last is not None and int(qos):
             try:

@@ -8,7 +8,8 @@ import sys
 import click
 
 from edge_lstm import config as config_mod
-from edge_lstm.errors import EdgeLstmError
+from edge_lstm.commands import exit_with
+from edge_lstm.errors import ConfigError, EdgeLstmError
 
 
 def setup_logging(level: str) -> None:
@@ -21,20 +22,40 @@ def setup_logging(level: str) -> None:
     )
 
 
-def check_config(cfg: config_mod.Config) -> str:
-    """What `--check` verifies beyond the config: files, the bundle's hashes, the engine."""
+def continuous_drift_warning(cfg: config_mod.Config) -> str | None:
+    """The drift export measured, when the config runs continuous mode on a bundle whose
+    forecasts wander off in that mode (see edge_lstm.drift)."""
+    from edge_lstm.drift import continuous_mode_warning, recorded
+
+    return continuous_mode_warning(recorded(cfg.model.bundle)) if cfg.model.mode == "continuous" else None
+
+
+def check_config(cfg: config_mod.Config, problems: list[str] | None = None) -> str:
+    """What `--check` verifies beyond the config: files, the bundle's hashes, the engine.
+
+    `problems` (from `config.load(..., problems=...)`) gets what these checks find too, and
+    one ConfigError then reports them all; with none, a summary of what would run."""
     from edge_lstm.daemon import open_runtime, verify_bundle
 
-    config_mod.check_files(cfg)
-    bundle = verify_bundle(cfg.model.bundle)
-    rt = open_runtime(cfg, bundle)
+    problems = [] if problems is None else problems
+    config_mod.check_files(cfg, problems)
+    if cfg.model.bundle:  # else the config check has said that model.bundle is missing
+        try:
+            bundle = verify_bundle(cfg.model.bundle)
+            rt = open_runtime(cfg, bundle)
+        except EdgeLstmError as exc:
+            problems.append(f"{cfg.source_file}: key 'model.bundle': {exc}")
+    if problems:
+        raise ConfigError(*problems)
     where = f"{cfg.mqtt.host}:{cfg.broker_port}" + (" (TLS)" if cfg.mqtt.tls.enabled else "") if cfg.uses_mqtt else "no broker"
+    warning = continuous_drift_warning(cfg)
     return (
         f"{cfg.source_file}: OK\n"
         f"  device   {cfg.device_id}   broker {where}\n"
         f"  model    {bundle.name} ({bundle.path}, sha256 {bundle.sha256[:12]}) on {rt.backend_name}/{rt.precision}, "
         f"{cfg.model.mode} mode, window {rt.window}, features {', '.join(rt.features)}\n"
         f"  source   {cfg.source.kind}   sink {cfg.sink.kind}   snapshot {cfg.snapshot.path or 'off'}"
+        + (f"\n  warning: {warning}" if warning else "")
     )
 
 
@@ -57,14 +78,16 @@ def run(config_path: str, check: bool, bundle: str | None, broker: str | None, a
     Examples:
       edge-lstm run --config configs/pi-mqtt.toml
       edge-lstm run --config configs/pi-mqtt.toml --check
-      edge-lstm run --config configs/demo.toml --bundle bundles/airline-lstm
+      edge-lstm run --config configs/demo.toml --bundle bundles/airline
       EDGE_MQTT_PASSWORD=... edge-lstm run --config configs/serial.toml --broker mqtts://dev@broker.lan
 
     SIGTERM/SIGINT drain the queue, snapshot the streams and exit 0; SIGHUP reloads the
     bundle. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
     """
     try:
-        cfg = config_mod.load(config_path, bundle=bundle, broker=broker, allow_plaintext=allow_plaintext)
+        problems: list[str] = []  # every problem of the config and its files (--check: and bundle) at once
+        cfg = config_mod.load(config_path, bundle=bundle, broker=broker, allow_plaintext=allow_plaintext,
+                              problems=problems)
         if broker is not None:
             env = cfg.mqtt.password_env or "e.g. EDGE_MQTT_PASSWORD"
             warning = config_mod.password_in_url_warning(broker, f"${env}, named by mqtt.password_env")
@@ -72,15 +95,19 @@ def run(config_path: str, check: bool, bundle: str | None, broker: str | None, a
                 click.echo(warning, err=True)
         setup_logging(log_level or cfg.log.level)
         if check:
-            click.echo(check_config(cfg))
+            click.echo(check_config(cfg, problems))
             return
-        config_mod.check_files(cfg)
+        config_mod.check_files(cfg, problems)
+        if problems:
+            raise ConfigError(*problems)
+        warning = continuous_drift_warning(cfg)
+        if warning:
+            logging.getLogger("edge_lstm.run").warning("%s", warning)
         from edge_lstm.daemon import Daemon
 
         daemon = Daemon(cfg)
     except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        exit_with(exc)
     sys.exit(daemon.run_forever())
 
 

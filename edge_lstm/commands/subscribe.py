@@ -21,8 +21,12 @@ def describe(topic: str, payload: bytes) -> str:
         doc = None
     if isinstance(doc, dict) and "forecast" in doc and "stream" in doc:
         ts = doc.get("ts")
-        when = (datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
-                if isinstance(ts, (int, float)) and 0 <= ts < 32503680000 else str(ts))
+        if ts is None:  # the sample came without a timestamp (arrival order): nothing to show
+            when = ""
+        elif isinstance(ts, (int, float)) and 0 <= ts < 32503680000:
+            when = "  ts " + datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+        else:
+            when = f"  ts {ts}"
         steps = doc["forecast"]
         targets = doc.get("targets") or [f"y{i}" for i in range(len(steps[0]) if steps else 0)]
         values = "  ".join(
@@ -30,7 +34,7 @@ def describe(topic: str, payload: bytes) -> str:
             for j, name in enumerate(targets)
         )
         warm = "  (warming up)" if doc.get("warming_up") else ""
-        return (f"{topic}  {doc['stream']} #{doc.get('seq')}  ts {when}  {values}{warm}  "
+        return (f"{topic}  {doc['stream']} #{doc.get('seq')}{when}  {values}{warm}  "
                 f"[{doc.get('model')} {doc.get('variant')}, {doc.get('latency_ms')} ms]")
     text = payload.decode("utf-8", "replace")
     return f"{topic}  {text}"
