@@ -374,6 +374,9 @@ class RolloutAgent(AddOn):
                     self._work.put(("complete", a))
         except RolloutError as exc:
             self._work.put(("failed", (a, exc)))
+        except OSError as exc:  # the staging directory went away: a newer offer replaced this one
+            if a is self._assembly:
+                self._work.put(("failed", (a, RolloutError("bad-chunk", f"writing a chunk failed: {exc}"))))
         finally:
             self.host.link.ack(token)
 

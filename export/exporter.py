@@ -104,6 +104,7 @@ def export_model(
     quantize: tuple[str, ...] = (),
     calibration: str | Path | None = None,
     progress: bool = False,
+    units: dict[str, str] | None = None,
 ) -> ExportResult:
     """Export `model` to a bundle in `out` and check it against the source framework.
 
@@ -137,13 +138,17 @@ def export_model(
     for what, arr, want in (("x", getattr(scaler, "x_scale", None), stack.features), ("y", getattr(scaler, "y_scale", None), stack.outputs)):
         if arr is not None and len(arr) != want:
             raise ScalerError(f"scaler: {len(arr)} {what} scales given, the model has {want} {'inputs' if what == 'x' else 'outputs'}")
+    unknown = sorted(set(units or {}) - set(target_names))
+    if unknown:
+        raise ScalerError(f"--unit: {unknown} are not targets of this model ({target_names}); "
+                          f"e.g. --unit {target_names[0]}=UNIT")
     import hashlib
     from dataclasses import replace
 
     stack = replace(stack, source={"framework": framework, "file": model.name,
                                    "sha256": hashlib.sha256(model.read_bytes()).hexdigest()})
     out = write_bundle(stack, out, name=name or model.stem, features=feature_names, targets=target_names,
-                       scaler=scaler, cell=cell, baseline_windows=baseline_windows)
+                       scaler=scaler, cell=cell, baseline_windows=baseline_windows, units=units)
     result = ExportResult(bundle=out, stack=stack)
 
     if data is not None:

@@ -243,3 +243,29 @@ def test_config_units_override_and_checks(tiny_bundle) -> None:
                           "homeassistant": {"enabled": True}})
     with pytest.raises(ConfigError, match="homeassistant.units.passengers.*a string"):
         config.from_dict({**base, "homeassistant": {"units": {"passengers": 3}}})
+
+
+def test_units_in_the_manifest_are_optional_and_checked(tmp_path) -> None:
+    """`write_bundle(units=...)` (export --unit) records them; the bundle still passes the
+    shared checker; a manifest whose units are not strings is refused on open."""
+    pytest.importorskip("onnx", reason="writing a bundle needs the export side")
+    import numpy as np
+    from check_bundle import problems as bundle_problems
+    from stacks import dense, recurrent
+
+    from edge_lstm.bundle import Bundle
+    from edge_lstm.errors import BundleError
+    from edge_lstm_export.bundle_writer import write_bundle
+    from edge_lstm_export.stack import Stack
+
+    rng = np.random.default_rng(3)
+    stack = Stack((recurrent("gru", 2, 4, rng),), (dense(4, 2, rng),), window=4)
+    path = write_bundle(stack, tmp_path / "b", name="b", features=["t", "h"], targets=["t", "h"], units={"t": "°C"})
+    assert Bundle.open(path).units == {"t": "°C"} and bundle_problems(path) == []
+    with pytest.raises(ValueError, match="not targets"):
+        write_bundle(stack, tmp_path / "c", name="c", features=["t", "h"], targets=["t", "h"], units={"x": "m"})
+    mf = json.loads((path / "manifest.json").read_text())
+    mf["units"] = {"t": 3}
+    (path / "manifest.json").write_text(json.dumps(mf))
+    with pytest.raises(BundleError, match="'units' must map"):
+        Bundle.open(path)
