@@ -195,6 +195,10 @@ class HomeAssistant(AddOn):
             name=ha.name, bridge_state_topic=ha.bridge_state_topic.format(device=self.device),
             expire_after=ha.expire_after, state_class="" if ha.state_class == "none" else ha.state_class, qos=cfg.sink.mqtt.qos, sw_version=__version__,
         )
+        if cfg.sink.mqtt.retain and ha.expire_after:
+            log.warning("sink.mqtt.retain = true with homeassistant.expire_after: Home Assistant replays a retained "
+                        "forecast at its restart as if it were fresh and restarts the expiry timer; publish "
+                        "forecasts non-retained (the default)")
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self.published = 0
