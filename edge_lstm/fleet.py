@@ -3,7 +3,8 @@
 The daemon knows them only through the `AddOn` hooks below and gives them a narrow `Host`
 (its config, its broker link, the running runtime, events, errors, and a way to run code on
 the inference thread). Everything else about them lives in their own modules
-(`edge_lstm.homeassistant`, `edge_lstm.rollout`), which import nothing of the daemon's.
+(`edge_lstm.homeassistant`, `edge_lstm.rollout`), which use nothing of the daemon's but this
+`Host` (and `daemon.verify_bundle`, the one way a bundle is checked whole).
 """
 
 from __future__ import annotations

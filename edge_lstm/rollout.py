@@ -29,6 +29,7 @@ the errors topic. A restart runs the current bundle of the state file.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import math
@@ -245,9 +246,9 @@ class Store:
 
 @dataclass(frozen=True)
 class Parity:
-    """The parity check's finding: forecasts compared, the worst relative difference and where."""
+    """The parity check's finding: streams compared, the worst relative difference and where."""
 
-    compared: int
+    streams: int
     worst: float
     stream: str | None
     problem: str | None = None
@@ -285,7 +286,7 @@ def parity(old: Any, new: Any, snap: Any, *, backend: str, precision: str, mode:
         return Parity(0, 0.0, None)
     rel = {s: diff[s] / max(peak[s], 1e-12) for s in diff}
     worst = max(rel, key=rel.__getitem__)
-    return Parity(sum(1 for _ in diff), rel[worst], worst)
+    return Parity(len(diff), rel[worst], worst)
 
 
 # ----------------------------------------------------------------------------- the agent
@@ -398,8 +399,6 @@ class RolloutAgent(AddOn):
                                  topic=self.topic, source="rollout")
 
     def _offer(self, payload: bytes) -> None:
-        import hashlib
-
         digest = hashlib.sha256(payload).hexdigest()
         if digest in self._refused:
             return
@@ -464,7 +463,7 @@ class RolloutAgent(AddOn):
         checks: dict[str, Any] = {"sha256": "ok"}
         if self.ro.parity_tolerance:
             p = self._parity(bundle)
-            checks["parity"] = {"compared_streams": p.compared, "worst": _round(p.worst), "stream": p.stream,
+            checks["parity"] = {"compared_streams": p.streams, "worst": _round(p.worst), "stream": p.stream,
                                 "tolerance": self.ro.parity_tolerance}
             if not p.ok(self.ro.parity_tolerance):
                 shutil.rmtree(path, ignore_errors=True)
