@@ -154,11 +154,12 @@ SERIES = [112, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118, 115, 126, 
 
 
 @pytest.mark.broker
-def test_good_rollout_swaps_confirms_and_survives_a_restart(mqtt_broker, collect, bundles, keys, tmp_path) -> None:
+def test_good_rollout_swaps_confirms_and_survives_a_restart(broker_factory, collect, bundles, keys, tmp_path) -> None:
     """Discovered by its retained status, the device installs the retrained bundle under
     bundle_dir/<name>-v<version>, swaps it in (forecasts continue, from the new model, equal to
     a fresh runtime of it), confirms it after `watch` forecasts; the same retained offer again
     is a no-op; a restart runs the new bundle."""
+    mqtt_broker = broker_factory()  # its own: '+' is filled with every device that has a status there
     store = store_with_base(tmp_path, bundles)
     dev = "ro-good"
     doc = rollout_doc(mqtt_broker, store, dev, keys)
@@ -167,7 +168,7 @@ def test_good_rollout_swaps_confirms_and_survives_a_restart(mqtt_broker, collect
         feed(mqtt_broker, dev, SERIES[:12], 1.0)
         ev.wait(lambda e: len(e.preds) >= 12, what="12 forecasts from the base model")
         out = publish(mqtt_broker, bundles["retrained"], keys["key"], "--version", "2")  # '+' from the status
-        assert f"edge/{dev}/bundle" in out
+        assert f"edge/{dev}/bundle:" in out and out.count("/bundle:") == 1, out
         ev.wait(lambda e: e.rollout("installed"), what="installed")
         installed = ev.rollout("installed")[0]
         assert installed["bundle"] == "tiny-lstm-retrained" and installed["version"] == 2
