@@ -78,6 +78,7 @@ class Bundle:
             )
         bundle = cls(path, manifest, hashlib.sha256(raw).hexdigest())
         bundle._check_state()
+        bundle.units  # optional, but checked now when present
         return bundle
 
     def _check_state(self) -> None:
@@ -110,6 +111,16 @@ class Bundle:
     def window(self) -> int | None:
         w = self.manifest["window"]
         return None if w is None else int(w)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The optional unit of each target (manifest `"units": {"passengers": "k"}`); {} when
+        the manifest has none (format_version 1 bundles may or may not carry it)."""
+        units = self.manifest.get("units", {})
+        if not isinstance(units, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in units.items()):
+            raise BundleError(f"{self.path / 'manifest.json'}: 'units' must map target names to unit strings, "
+                              f"found {units!r}")
+        return dict(units)
 
     @property
     def state_size(self) -> int:

@@ -39,12 +39,13 @@ def _register() -> None:
     from edge_lstm.commands.demo import demo
     from edge_lstm.commands.export import export
     from edge_lstm.commands.inspect import inspect
+    from edge_lstm.commands.publish_bundle import keygen, publish_bundle
     from edge_lstm.commands.replay import replay
     from edge_lstm.commands.run import run
     from edge_lstm.commands.subscribe import subscribe
     from edge_lstm.commands.verify import verify
 
-    for command in (demo, export, inspect, verify, run, subscribe, replay, bench):
+    for command in (demo, export, inspect, verify, run, subscribe, replay, bench, publish_bundle, keygen):
         main.add_command(command)
 
 

@@ -182,6 +182,33 @@ class LogConfig:
     level: str = _f("info", "Log level.", choices=("debug", "info", "warning", "error"))
 
 
+# -- fleet features (edge_lstm.homeassistant, edge_lstm.rollout) ------------------------------
+
+
+@dataclass
+class HomeAssistantConfig:
+    enabled: bool = _f(False, "Publish Home Assistant MQTT discovery configs (retained) so that each stream's forecast appears in HA as a sensor of this device.")
+    prefix: str = _f("homeassistant", "HA's discovery prefix; HA's own status (birth) topic is `<prefix>/status`, and `online` there makes the daemon publish its configs again.")
+    node_id: str = _f("", "Node id in the discovery topics and the HA device identifier; empty = `edge-lstm-<device>` (characters outside `[a-zA-Z0-9_-]` become `_`).")
+    name: str = _f("", "Device name shown in HA; empty = `edge-lstm <device>`.")
+    expire_after: int = _f(0, "Seconds without a forecast after which HA shows a forecast sensor unavailable; 0 = never (set it to a few sample intervals).", min=0)
+    state_class: str = _f("measurement", "HA state class of the forecast sensors (`measurement` keeps long-term statistics).", choices=("measurement", "none"))
+    units: dict[str, str] = _f({}, "Unit per target (`passengers = \"k\"`); overrides the bundle manifest's `units`.")
+    device_classes: dict[str, str] = _f({}, "HA sensor device class per target (`temp = \"temperature\"`).")
+    bridge_state_topic: str = _f("", "When HA reads a central broker through a mosquitto bridge: the bridge's notification topic (`edge/{device}/bridge/state`, `1`/`0`), a second availability condition; empty = none.")
+
+
+@dataclass
+class RolloutConfig:
+    enabled: bool = _f(False, "Accept signed bundles over MQTT (`edge-lstm publish-bundle`); needs the `rollout` extra (`cryptography`).")
+    topic: str = _f("edge/{device}/bundle", "Topic of the retained, signed offer; its files arrive in chunks on `<topic>/<transfer>/<file>/<n>`.")
+    trusted_keys: list[str] = _f([], "Ed25519 public key files (PEM) whose signatures are accepted (`edge-lstm keygen`, or `openssl pkey -pubout`).")
+    parity_tolerance: float = _f(0.25, "Largest difference allowed between the new and the running model's forecasts on each stream's recent samples, relative to the largest running forecast; 0 = no parity check.", min=0)
+    watch: int = _f(100, "Forecasts after the swap during which a failed batch, a non-finite forecast or a daemon crash rolls back to the previous bundle; 0 = none.", min=0)
+    max_bytes: int = _f(268435456, "Largest bundle accepted (all its files), in bytes.", min=1024)
+    keep: int = _f(3, "Installed bundles kept in the bundle directory (the running and the previous one always are).", min=2)
+
+
 @dataclass
 class Config:
     device: DeviceConfig = _section(DeviceConfig, "This device.")
@@ -194,6 +221,8 @@ class Config:
     commands: CommandsConfig = _section(CommandsConfig, "The command topic.")
     snapshot: SnapshotConfig = _section(SnapshotConfig, "Warm-restart snapshots.")
     log: LogConfig = _section(LogConfig, "Logging.")
+    homeassistant: HomeAssistantConfig = _section(HomeAssistantConfig, "Home Assistant MQTT discovery.")
+    rollout: RolloutConfig = _section(RolloutConfig, "Signed bundles over MQTT, with health checks and rollback.")
 
     #: Where the config came from (for messages); not a TOML key.
     source_file: str = field(default="<defaults>", metadata={"internal": True})
@@ -261,6 +290,8 @@ def schema(cls: type = Config, prefix: str = "") -> list[KeyInfo]:
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is list:
         return f"list of {_type_name(get_args(tp)[0])}"
+    if get_origin(tp) is dict:
+        return f"table of {_type_name(get_args(tp)[1])}"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
 
 
@@ -325,6 +356,7 @@ def from_dict(
         value = getattr(sect, key)
         if value and not Path(value).is_absolute():
             setattr(sect, key, str((base / value).resolve()))
+    cfg.rollout.trusted_keys = [p if Path(p).is_absolute() else str((base / p).resolve()) for p in cfg.rollout.trusted_keys]
     if cfg.source.replay.file and cfg.source.replay.file != "-" and not Path(cfg.source.replay.file).is_absolute():
         cfg.source.replay.file = str((base / cfg.source.replay.file).resolve())
     env = os.environ if environ is None else environ
@@ -485,6 +517,11 @@ def _value(tp: Any, value: Any, meta: typing.Mapping, source: str, key: str) -> 
                     f"found {_found(v)}"
                 )
         return out
+    if get_origin(tp) is dict:
+        _, item = get_args(tp)
+        if not isinstance(value, dict):
+            fail(f"a table of {_type_name(item)}s")
+        return {k: _value(item, v, {}, source, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             fail("true or false")
@@ -567,9 +604,13 @@ def _check(cfg: Config, problems: list[str]) -> None:
         _check_level(problems, src, "source.replay.stream", cfg.source.replay.stream)
     if "{stream}" not in cfg.sink.mqtt.topic:
         bad("sink.mqtt.topic", "a template containing {stream}", cfg.sink.mqtt.topic)
-    for name in ("sink.mqtt.topic", *(f"topics.{t}" for t in _TOPIC_FIELDS)):
+    fleet = [k for k, on in (("homeassistant.prefix", cfg.homeassistant.enabled), ("rollout.topic", cfg.rollout.enabled),
+                             ("homeassistant.bridge_state_topic", bool(cfg.homeassistant.bridge_state_topic))) if on]
+    for name in ("sink.mqtt.topic", *(f"topics.{t}" for t in _TOPIC_FIELDS), *fleet):
         sect, _, leaf = name.rpartition(".")
-        obj = cfg.sink.mqtt if sect == "sink.mqtt" else cfg.topics
+        obj = cfg
+        for part in sect.split("."):
+            obj = getattr(obj, part)
         template = getattr(obj, leaf)
         try:
             filled = template.format(device="d", stream="s")
@@ -580,6 +621,27 @@ def _check(cfg: Config, problems: list[str]) -> None:
             bad(name, "a topic without wildcards", template)
     if cfg.uses_mqtt and not cfg.mqtt.host:
         bad("mqtt.host", "a broker host (or --broker)", cfg.mqtt.host)
+    _check_fleet(cfg, bad)
+
+
+def _check_fleet(cfg: Config, bad: typing.Callable[[str, str, Any], None]) -> None:
+    """The [homeassistant] and [rollout] sections: what they need from the rest of the config."""
+    ha, ro = cfg.homeassistant, cfg.rollout
+    if ha.enabled and cfg.sink.kind != "mqtt":
+        bad("homeassistant.enabled", "sink.kind = \"mqtt\" (Home Assistant reads the forecasts from the broker)",
+            cfg.sink.kind)
+    if ha.node_id and not re.fullmatch(r"[A-Za-z0-9_-]+", ha.node_id):
+        bad("homeassistant.node_id", "letters, digits, '_' and '-' only (Home Assistant ignores other discovery topics)",
+            ha.node_id)
+    for target, value in {**ha.units, **ha.device_classes}.items():
+        if not value:
+            bad(f"homeassistant.units.{target}" if target in ha.units else f"homeassistant.device_classes.{target}",
+                "a non-empty string", value)
+    if ro.enabled:
+        if not cfg.uses_mqtt:
+            bad("rollout.enabled", "a broker (an [mqtt] table or --broker): bundles arrive over MQTT", True)
+        if not ro.trusted_keys:
+            bad("rollout.trusted_keys", "at least one Ed25519 public key file (edge-lstm keygen)", ro.trusted_keys)
 
 
 def check_files(cfg: Config, problems: list[str] | None = None) -> None:
@@ -601,6 +663,15 @@ def check_files(cfg: Config, problems: list[str] | None = None) -> None:
         )
     if cfg.model.bundle_dir and not Path(cfg.model.bundle_dir).is_dir():
         found.append(f"{src}: key 'model.bundle_dir': expected a directory, found {cfg.model.bundle_dir!r}")
+    if cfg.rollout.enabled:
+        for i, key_file in enumerate(cfg.rollout.trusted_keys):
+            if not os.access(key_file, os.R_OK):
+                found.append(f"{src}: key 'rollout.trusted_keys[{i}]': expected a readable public key file, "
+                             f"found {key_file!r} (missing or unreadable)")
+        store = Path(cfg.model.bundle_dir or Path(cfg.model.bundle).parent)
+        if not store.is_dir() or not os.access(store, os.W_OK):
+            found.append(f"{src}: key 'model.bundle_dir': rollout stores bundles there, so it must be a writable "
+                         f"directory, found {str(store)!r} (set model.bundle_dir, e.g. /var/lib/edge-lstm/bundles)")
     if cfg.snapshot.path:
         parent = Path(cfg.snapshot.path).parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):

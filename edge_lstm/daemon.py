@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_lstm import control, snapshot
+from edge_lstm import control, fleet, snapshot
 from edge_lstm.backlog import Backlog
 from edge_lstm.bundle import Bundle
 from edge_lstm.config import Config
@@ -93,6 +93,8 @@ class Daemon:
     def __init__(self, cfg: Config, *, runtime: Runtime | None = None, stdout: Any = None) -> None:
         self.cfg = cfg
         self.device = cfg.device_id
+        if runtime is None:
+            fleet.bundle_to_run(cfg)
         self.runtime = runtime if runtime is not None else open_runtime(cfg)
         self.bundle_dir = Path(cfg.model.bundle_dir or Path(cfg.model.bundle).parent)
         p = cfg.pipeline
@@ -130,6 +132,7 @@ class Daemon:
         self.watchdog = Watchdog(probes, self._health_changed)
         self.source = self._make_source()
         self.sink = self._make_sink(stdout)
+        self.addons = fleet.attach(self)  # Home Assistant discovery, signed rollout (edge_lstm.fleet)
 
     # ------------------------------------------------------------------ wiring
 
@@ -191,6 +194,7 @@ class Daemon:
             self.link.on_connected.append(self._publish_health)
             if self.cfg.commands.enabled:
                 self.link.subscribe(self.cfg.topic("cmd"), 1, self._on_command, retained=self._on_retained_command)
+        self._addons("start")
         # The source subscribes before the link connects, so every subscription is made (and
         # acknowledged) with the connection, and start() can wait until samples can arrive.
         self.source.start()
@@ -227,6 +231,7 @@ class Daemon:
         self._publish_stats()
         self.watchdog.status, self.watchdog.reasons = "offline", []
         self._publish_health()
+        self._addons("stop")
         if self.link is not None:
             self.link.stop()
         self.sink.flush()
@@ -292,6 +297,7 @@ class Daemon:
                 except Exception as exc:  # the daemon must outlive a bug: count it, report it, carry on
                     self._internal_error(f"inference on a batch of {len(batch)} samples (dropped)", exc, None)
                     self._ack(batch)  # or they would hold the broker's window forever
+                    self._addons("batch_failed", exc)
             elif self._halt.is_set():
                 return
             if not self._control.empty():
@@ -349,6 +355,8 @@ class Daemon:
         counts["forecasts"] += forecasts
         self.sink.flush()
         self._ack(batch)
+        if self.addons:
+            self._addons("after_batch", batch, results)
         if rt.max_gap and rt.counters().get("gaps", 0) != gaps:
             self.event("streams-reset", reason="gap", streams=reset_streams[:100], count=len(reset_streams))
 
@@ -394,6 +402,8 @@ class Daemon:
                     self._snapshot("request")
                 elif kind == "reload":
                     self._load(Path(self.cfg.model.bundle), reason="reload")
+                elif kind == "call":
+                    arg()
             except Exception as exc:
                 self._internal_error(f"the control action {kind!r}", exc, self.cfg.topic("cmd") if kind == "command" else None)
 
@@ -453,6 +463,7 @@ class Daemon:
         self.event("model-loaded", bundle=bundle.name, sha256=bundle.sha256, reason=reason,
                    states="kept" if kept else "re-primed", streams=len(self.runtime.streams()))
         self._publish_model_info()
+        self._addons("model_loaded")
 
     def _snapshot(self, why: str) -> None:
         t0 = time.perf_counter()
@@ -468,6 +479,28 @@ class Daemon:
         log.debug("snapshot (%s): %d streams in %.1f ms", why, len(export.streams), ms)
         self.event("snapshot", reason=why, streams=len(export.streams), ms=round(ms, 2),
                    path=str(self.cfg.snapshot.path))
+
+    # ------------------------------------------------------------------ add-ons (edge_lstm.fleet.Host)
+
+    def _addons(self, hook: str, *args: Any) -> None:
+        """Call one hook of every add-on; a failing add-on is reported and never stops the daemon."""
+        for addon in self.addons:
+            try:
+                getattr(addon, hook)(*args)
+            except Exception as exc:
+                self._internal_error(f"the {type(addon).__name__} add-on ({hook})", exc, None)
+
+    def call_soon(self, fn: Any) -> None:
+        """Run `fn()` on the inference thread between two batches."""
+        self._control.put(("call", fn))
+
+    def load_bundle(self, path: Path, *, reason: str) -> None:
+        """Inference thread: verify the bundle at `path` and hot-swap to it (raises on failure)."""
+        self._load(Path(path), reason=reason)
+
+    def report(self, code: str, problem: str, **where: Any) -> None:
+        """Publish an error document on the errors topic (rate limited)."""
+        self._report(code, problem, **where)
 
     # ------------------------------------------------------------------ reporting
 

@@ -45,3 +45,13 @@ class SampleError(EdgeLstmError, ValueError):
         super().__init__(f"stream {stream!r}: {problem}")
         self.stream = stream
         self.problem = problem
+
+
+class RolloutError(EdgeLstmError):
+    """Raised when a signed bundle is refused (unsigned, wrongly signed, unknown key, tampered
+    file, older version, malformed offer); `code` is the short reason published with it."""
+
+    def __init__(self, code: str, problem: str) -> None:
+        super().__init__(problem)
+        self.code = code
+        self.problem = problem

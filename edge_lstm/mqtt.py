@@ -208,6 +208,14 @@ class MqttLink:
                 self.subscribed.clear()
                 self._pending.add(self._client.subscribe(topic, qos)[1])
 
+    def unsubscribe(self, topic: str) -> None:
+        """Drop a subscription made with `subscribe`: now, and from every later reconnect."""
+        with self._lock:
+            self._subs = [s for s in self._subs if s.topic != topic]
+        self._client.message_callback_remove(topic)
+        if self.connected.is_set():
+            self._client.unsubscribe(topic)
+
     def start(self) -> None:
         """Begin connecting in paho's network thread; returns at once (the broker may be down)."""
         props = None

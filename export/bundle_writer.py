@@ -34,6 +34,7 @@ def write_bundle(
     scaler: Scaler | None = None,
     cell: str = "matmul",
     baseline_windows: tuple[int, ...] = (),
+    units: dict[str, str] | None = None,
 ) -> Path:
     """Write `stack` (in the model's own units) as a bundle that reads and writes sensor units.
 
@@ -80,6 +81,11 @@ def write_bundle(
         ],
         "baselines": baselines,
     }
+    if units:  # optional (format_version 1 either way): each target's unit, for dashboards and HA
+        unknown = sorted(set(units) - set(targets))
+        if unknown:
+            raise ValueError(f"units given for {unknown}, which are not targets ({targets})")
+        manifest["units"] = dict(units)
     _write_manifest(out, manifest)
     return out
 

@@ -148,6 +148,7 @@ def export_model(
     quantize: tuple[str, ...] = (),
     calibration: str | Path | None = None,
     progress: bool = False,
+    units: dict[str, str] | None = None,
 ) -> ExportResult:
     """Export `model` to a bundle in `out` and prove it matches the source framework.
 
@@ -187,7 +188,7 @@ def export_model(
             "(window=W in Python: the length of the windows it was trained on)"
         )
     scaler, feature_names, target_names, data = _scaling(
-        stack, scaler, scaler_specs, target_scaler_specs, fit_scaler, feature_names, target_names, data)
+        stack, scaler, scaler_specs, target_scaler_specs, fit_scaler, feature_names, target_names, data, units)
     stack = replace(stack, source={**stack.source, "framework": framework, "file": label if sha else "",
                                    "sha256": sha})
     if not sha:
@@ -203,7 +204,8 @@ def export_model(
         result = _write_and_check(stack, framework, source, reader_kwargs, work, scaler=scaler,
                                   name=name or default_name, feature_names=feature_names, target_names=target_names,
                                   data=data, cell=cell, baseline_windows=baseline_windows or kept, formats=formats,
-                                  quantize=quantize, calibration=calibration, progress=progress, notes=notes)
+                                  quantize=quantize, calibration=calibration, progress=progress, notes=notes,
+                                  units=units)
         check(result.parity, hints, result)
         _replace_dir(work, out)
     except BaseException:
@@ -233,7 +235,8 @@ def _replace_dir(new: Path, out: Path) -> None:
         os.replace(new, out)
 
 
-def _scaling(stack: Stack, scaler, scaler_specs, target_scaler_specs, fit_scaler, feature_names, target_names, data):
+def _scaling(stack: Stack, scaler, scaler_specs, target_scaler_specs, fit_scaler, feature_names, target_names, data,
+             units):
     """The scaler and the feature/target names, from whichever option gave them."""
     if fit_scaler is not None:
         scaler, csv_names = fit_minmax(Path(fit_scaler), stack.features, stack.outputs,
@@ -259,6 +262,10 @@ def _scaling(stack: Stack, scaler, scaler_specs, target_scaler_specs, fit_scaler
     for what, arr, want in (("x", getattr(scaler, "x_scale", None), stack.features), ("y", getattr(scaler, "y_scale", None), stack.outputs)):
         if arr is not None and len(arr) != want:
             raise ScalerError(f"scaler: {len(arr)} {what} scales given, the model has {want} {'inputs' if what == 'x' else 'outputs'}")
+    unknown = sorted(set(units or {}) - set(target_names))
+    if unknown:
+        raise ScalerError(f"--unit: {unknown} are not targets of this model ({target_names}); "
+                          f"e.g. --unit {target_names[0]}=UNIT")
     return scaler, feature_names, target_names, data
 
 
@@ -283,9 +290,9 @@ def _series(data, feature_names: list[str], stack: Stack, scaler: Scaler | None,
 
 def _write_and_check(stack: Stack, framework: str, source: Any, reader_kwargs: dict, work: Path, *, scaler,
                      name, feature_names, target_names, data, cell, baseline_windows, formats, quantize,
-                     calibration, progress, notes) -> ExportResult:
+                     calibration, progress, notes, units) -> ExportResult:
     write_bundle(stack, work, name=name, features=feature_names, targets=target_names,
-                 scaler=scaler, cell=cell, baseline_windows=baseline_windows)
+                 scaler=scaler, cell=cell, baseline_windows=baseline_windows, units=units)
     result = ExportResult(bundle=work, stack=stack, notes=list(notes))
     series, real = _series(data, feature_names, stack, scaler, result.notes)
     tail = holdout_tail(series, stack.window) if real else series

@@ -247,7 +247,7 @@ def test_schema_lists_every_key_with_help():
     names = [k.key for k in keys]
     assert len(names) == len(set(names)) > 60
     for k in keys:
-        assert k.help and k.type in ("string", "integer", "number", "boolean", "list of string"), k
+        assert k.help and k.type in ("string", "integer", "number", "boolean", "list of string", "table of string"), k
     assert {"mqtt.tls.ca_file", "source.serial.parity", "pipeline.queue_policy", "commands.allow"} <= set(names)
     by = {k.key: k for k in keys}
     assert by["pipeline.queue_policy"].choices == ("drop-oldest", "drop-newest", "block")

@@ -76,11 +76,12 @@ def test_status_degrades_when_inference_stalls_and_recovers(mqtt_broker, collect
     retained health document says why) and `online` again once it returns; no sample is lost."""
     doc = daemon_doc(mqtt_broker, tiny_bundle, "live2", pipeline={"stall_timeout": 1})
     rt = open_runtime(config.from_dict(doc, environ={}))
-    release = threading.Event()
+    release, hung = threading.Event(), threading.Event()
     step = rt.push_many
 
     def hanging(samples):  # a hung engine call on the stream "hang" (a fault injected in the runtime)
         if any(s.stream == "hang" for s in samples):
+            hung.set()
             release.wait(60)
         return step(samples)
 
@@ -89,6 +90,8 @@ def test_status_degrades_when_inference_stalls_and_recovers(mqtt_broker, collect
     with running(doc, runtime=rt) as d:
         pub = publisher(mqtt_broker)
         pub.publish("live2/hang/raw", b'{"ts": 1, "value": 112}', qos=1)
+        # the other samples must wait in the backlog behind the hung call, not ride in its batch
+        assert hung.wait(30)
         for i in range(3):
             pub.publish("live2/s/raw", json.dumps({"ts": i + 1, "value": 112.0}), qos=1)
         got = gather(col, lambda m: "degraded" in on(m, "/status") and any(

@@ -36,8 +36,11 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--calibration", type=click.Path(path_type=Path), metavar="CSV",
               help="Series for static quantization (default: --data / --fit-scaler).")
 @click.option("--baseline-windows", default="", metavar="W,W", help="Also write whole-window ONNX models for `bench` (e.g. 12,48,96).")
+@click.option("--unit", "units", multiple=True, metavar="TARGET=UNIT",
+              help="A target's unit, recorded in the manifest (Home Assistant shows it); repeatable.")
 def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_scaler, data, feature_names,
-           target_names, torch_factory, features, window, cell, formats, quantize, calibration, baseline_windows) -> None:
+           target_names, torch_factory, features, window, cell, formats, quantize, calibration, baseline_windows,
+           units) -> None:
     """Turn a trained Keras or PyTorch model into a bundle, and prove it matches.
 
     Every fp32 variant, and the runtime's exact mode, must reproduce the framework's own
@@ -63,13 +66,16 @@ def export(model: Path, out: Path, name, scaler_specs, target_scaler_specs, fit_
             f"export needs the workstation tools ({exc.name} is missing): pip install 'edge-lstm[export]'"
         ) from None
     windows = tuple(int(w) for w in baseline_windows.split(",") if w.strip())
+    unit_map = dict(u.split("=", 1) for u in units if "=" in u)
+    if len(unit_map) != len(units) or not all(unit_map.values()):
+        raise click.BadParameter("expected TARGET=UNIT, e.g. --unit passengers=k", param_hint="--unit")
     try:
         result = export_model(
             model, out, name=name, scaler_specs=scaler_specs, target_scaler_specs=target_scaler_specs,
             fit_scaler=fit_scaler, data=data, feature_names=_names(feature_names), target_names=_names(target_names),
             torch_factory=torch_factory, features=features, window=window, cell=cell, baseline_windows=windows,
             formats=tuple(_names(formats) or ("onnx",)), quantize=tuple(_names(quantize) or ()),
-            calibration=calibration, progress=True,
+            calibration=calibration, progress=True, units=unit_map or None,
         )
     except ParityError as exc:
         if exc.result is not None:

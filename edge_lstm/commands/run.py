@@ -47,6 +47,18 @@ def check_config(cfg: config_mod.Config, problems: list[str] | None = None) -> s
             problems.append(f"{cfg.source_file}: key 'model.bundle': {exc}")
     if problems:
         raise ConfigError(*problems)
+    fleet = ""
+    if cfg.homeassistant.enabled:
+        fleet += f"\n  homeassistant  discovery configs under {cfg.homeassistant.prefix}/"
+    if cfg.rollout.enabled:
+        from edge_lstm.signing import key_id, load_public_key
+
+        ids = ", ".join(key_id(load_public_key(p)) for p in cfg.rollout.trusted_keys)
+        from edge_lstm.rollout import Store
+
+        cur = Store.for_config(cfg).state.get("current")
+        fleet += (f"\n  rollout  signed bundles on {cfg.rollout.topic.format(device=cfg.device_id)}, trusted keys {ids}; "
+                  f"runs {cur['path'] + ' (installed by a rollout)' if cur else 'model.bundle until a rollout'}")
     where = f"{cfg.mqtt.host}:{cfg.broker_port}" + (" (TLS)" if cfg.mqtt.tls.enabled else "") if cfg.uses_mqtt else "no broker"
     warning = continuous_drift_warning(cfg)
     return (
@@ -55,6 +67,7 @@ def check_config(cfg: config_mod.Config, problems: list[str] | None = None) -> s
         f"  model    {bundle.name} ({bundle.path}, sha256 {bundle.sha256[:12]}) on {rt.backend_name}/{rt.precision}, "
         f"{cfg.model.mode} mode, window {rt.window}, features {', '.join(rt.features)}\n"
         f"  source   {cfg.source.kind}   sink {cfg.sink.kind}   snapshot {cfg.snapshot.path or 'off'}"
+        + fleet
         + (f"\n  warning: {warning}" if warning else "")
     )
 
