@@ -31,10 +31,12 @@ CODES = {"not-utf8", "not-json", "too-large", "non-finite", "out-of-range", "wro
 # --------------------------------------------------------------------------- fuzzing
 
 #: JSON leaves as a hostile sender writes them: huge integers, NaN/Infinity, -0, booleans,
-#: strings that look like numbers, nulls.
+#: strings that look like numbers, nulls. Subnormals come from the fixed list only: hypothesis
+#: refuses to generate them where a library set flush-to-zero for the process (tflite-runtime
+#: does, on Raspberry Pi OS), and 5e-324 still reaches the decoder as text there.
 LEAVES = (
     st.none() | st.booleans() | st.integers(min_value=-(10**500), max_value=10**500)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, 3.4e38, 3.5e38, 1e308, 5e-324])
+    | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False) | st.sampled_from([-0.0, 3.4e38, 3.5e38, 1e308, 5e-324])
     | st.text(max_size=12) | st.sampled_from(["NaN", "1e999", "21.3", "", "\ufeff", "0x10"])
 )
 JSON = st.recursive(LEAVES, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
